@@ -1,0 +1,61 @@
+"""Low-rank adaptation (LoRA) of chosen linear layers of a GPT.
+
+``add_lora(model, rank, targets)`` wraps the named linear layers of every block so that
+``W x + b`` becomes ``W x + b + B A x`` with A (rank, in) and B (out, rank). B starts at zero, so the
+adapted model equals the base model at initialisation; only A and B train.
+"""
+
+import math
+from typing import Dict, Iterable, List
+
+import torch
+import torch.nn as nn
+
+# Which linear layers of a block each target name adapts.
+LORA_TARGETS: Dict[str, List[str]] = {
+    "mlp": ["mlp.c_fc", "mlp.c_proj"],
+    "attn_out": ["attn.c_proj"],
+    "attn_qkv": ["attn.c_attn"],
+}
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trainable rank-r update B A."""
+
+    def __init__(self, base: nn.Linear, rank: int):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=base.weight.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=base.weight.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.lora_A.t()) @ self.lora_B.t()
+
+
+def add_lora(model: nn.Module, rank: int, targets: Iterable[str] = ("mlp",)) -> List[nn.Parameter]:
+    """Freeze `model`, wrap the target layers of every block in LoRALinear; return the new parameters.
+
+    targets: names from LORA_TARGETS; the paper's Section 6 uses ("mlp", "attn_out").
+    """
+    unknown = [t for t in targets if t not in LORA_TARGETS]
+    if unknown:
+        raise ValueError(f"unknown LoRA target(s) {unknown}; choose from {sorted(LORA_TARGETS)}")
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    model.requires_grad_(False)
+    params = []
+    for block in model.transformer.h:
+        for target in targets:
+            for path in LORA_TARGETS[target]:
+                parent_name, attr = path.split(".")
+                parent = getattr(block, parent_name)
+                adapted = LoRALinear(getattr(parent, attr), rank).to(getattr(parent, attr).weight.device)
+                setattr(parent, attr, adapted)
+                params += [adapted.lora_A, adapted.lora_B]
+    return params
+
+
+def lora_parameters(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The LoRA parameters of a model, by name (what a LoRA checkpoint stores)."""
+    return {n: p for n, p in model.named_parameters() if ".lora_" in n}

@@ -1,0 +1,291 @@
+"""A minGPT-style GPT with prefix-tuning hooks.
+
+The architecture is the GPT-2 one (pre-LayerNorm blocks, causal self-attention, GELU MLP, learned
+positions, dropout). Changes for the paper (Petrov, Torr, Bibi 2024) are marked `# prefix-tuning:`
+or `# hook:` on the line that makes them:
+
+* prefix-tuning in the paper's parametrisation: the sequence starts with n_S placeholder positions,
+  and in every layer the input to the attention block at those positions is replaced by a learned
+  vector, shared by the batch ``(n_layer, n_S, n_embd)`` or one per sample ``(B, n_layer, n_S, n_embd)``;
+* an option to drop the LayerNorm before attention (the paper's experiment B model);
+* hook points that record attention probabilities, per-head outputs and attention-block outputs,
+  free when nothing is recorded (see `GPT.record`);
+* `generate` with a key/value cache.
+"""
+
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 10
+    block_size: int = 30            # longest sequence, placeholder (prefix) positions included
+    n_layer: int = 1
+    n_head: int = 1
+    n_embd: int = 96
+    dropout: float = 0.1
+    attn_layernorm: bool = True     # False: no LayerNorm before attention (the paper's experiment B)
+    layer_norm_eps: float = 1e-5
+
+
+class HookPoint(nn.Module):
+    """An identity that passes its input to registered callbacks.
+
+    Costs one attribute check when nothing is registered; modules that would need extra work to
+    produce the hooked value (the attention pattern) check `active` first.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.callbacks = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.callbacks)
+
+    def forward(self, x):
+        for fn in self.callbacks:
+            fn(x)
+        return x
+
+
+LayerCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: (B, n_head, T_cached, head_dim)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.hook_pattern = HookPoint()   # hook: attention probabilities (B, n_head, T, T_keys)
+        self.hook_head_out = HookPoint()  # hook: per-head outputs sum_j A_ij v_j (B, n_head, T, head_dim)
+
+    def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None
+                ) -> Tuple[torch.Tensor, LayerCache]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:  # keys and values of earlier positions come from the cache
+            k = torch.cat([cache[0], k], dim=2)
+            v = torch.cat([cache[1], v], dim=2)
+        start = k.size(2) - T  # position of the first query
+        dropout_p = self.dropout if self.training else 0.0
+        if self.hook_pattern.active:  # hook: materialise the pattern only when it is recorded
+            mask = _causal_mask(T, start, x.device)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+            att = self.hook_pattern(att.masked_fill(~mask, float("-inf")).softmax(dim=-1))
+            y = F.dropout(att, dropout_p, self.training) @ v
+        elif start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            mask = None if T == 1 else _causal_mask(T, start, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = self.hook_head_out(y)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+def _causal_mask(T: int, start: int, device) -> torch.Tensor:
+    """(T, start+T) bool: query i (at position start+i) may attend to keys 0..start+i."""
+    q_pos = torch.arange(start, start + T, device=device)[:, None]
+    return torch.arange(start + T, device=device)[None, :] <= q_pos
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        # prefix-tuning: experiment B's model has no LayerNorm before attention
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps) if config.attn_layernorm else nn.Identity()
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+        self.hook_attn_out = HookPoint()  # hook: attention-block output before the residual add (B, T, C)
+
+    def forward(self, x, layer_prefix: Optional[torch.Tensor] = None, cache: Optional[LayerCache] = None):
+        if layer_prefix is not None:  # prefix-tuning: the attention input at positions 0..n_S-1 is the prefix
+            x = torch.cat([layer_prefix.expand(x.size(0), -1, -1).to(x.dtype), x[:, layer_prefix.size(-2):]], dim=1)
+        attn_out, new_cache = self.attn(self.ln_1(x), cache)
+        x = x + self.hook_attn_out(attn_out)
+        x = x + self.mlp(self.ln_2(x))
+        return x, new_cache
+
+
+class GPT(nn.Module):
+    """GPT language model; ``forward(idx, prefix=None, targets=None)``."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, prefix: Optional[torch.Tensor] = None,
+                targets: Optional[torch.Tensor] = None, cache: Optional[List[LayerCache]] = None,
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """idx (B, T) token ids; prefix (n_layer, n_S, C) or (B, n_layer, n_S, C) replaces the first n_S
+        positions in every layer; targets (B, T) with -1 where no loss is taken.
+
+        Returns (logits (B, T, vocab), mean cross-entropy or None). With ``cache`` (a list that
+        `generate` passes), the pass continues from the cached positions and appends to the list.
+        """
+        logits, _ = self._forward(idx, prefix, cache)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def _forward(self, idx, prefix, cache):
+        B, T = idx.shape
+        start = cache[0][0].size(2) if cache else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} positions exceeds block_size={self.config.block_size}; "
+                             "build the model with a larger GPTConfig.block_size")
+        prefix = self._check_prefix(prefix, B, start, T)
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        new_cache = []
+        for layer, block in enumerate(self.transformer.h):
+            layer_prefix = None if prefix is None else prefix[..., layer, :, :]  # prefix-tuning
+            x, layer_cache = block(x, layer_prefix, cache[layer] if cache else None)
+            new_cache.append(layer_cache)
+        if cache is not None:
+            cache[:] = new_cache
+        return self.lm_head(self.transformer.ln_f(x)), new_cache
+
+    def _check_prefix(self, prefix, batch_size, start, T):
+        """Validate a prefix and return it shaped (n_layer, n_S, C) or (B, n_layer, n_S, C)."""
+        if prefix is None:
+            return None
+        c = self.config
+        if prefix.dim() not in (3, 4) or prefix.shape[-3] != c.n_layer or prefix.shape[-1] != c.n_embd:
+            raise ValueError(f"prefix has shape {tuple(prefix.shape)}; expected (n_layer={c.n_layer}, n_S, "
+                             f"n_embd={c.n_embd}) shared by the batch or (batch, {c.n_layer}, n_S, {c.n_embd})")
+        if prefix.dim() == 4 and prefix.size(0) != batch_size:
+            raise ValueError(f"per-sample prefix has batch {prefix.size(0)} but the input has batch {batch_size}")
+        n_S = prefix.size(-2)
+        if start > 0:
+            raise ValueError(f"a prefix is applied in the first pass only, but this pass starts at position {start}; "
+                             "pass prefix=None when continuing from a cache")
+        if n_S >= T:
+            raise ValueError(f"prefix length n_S={n_S} must be smaller than the sequence length T={T}: the first "
+                             "n_S input positions are placeholders that the prefix replaces, so the input must hold "
+                             "n_S placeholder tokens followed by at least one content token")
+        return prefix
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, prefix: Optional[torch.Tensor] = None,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Extend idx (B, T) by max_new_tokens tokens, greedy or sampled, with a key/value cache."""
+        cache: List[LayerCache] = []
+        logits, _ = self(idx, prefix=prefix, cache=cache)
+        out = [idx]
+        for step in range(max_new_tokens):
+            next_logits = logits[:, -1, :].float()
+            if do_sample:
+                next_logits = next_logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(next_logits, min(top_k, next_logits.size(-1))).values[:, [-1]]
+                    next_logits = next_logits.masked_fill(next_logits < kth, float("-inf"))
+                next_token = torch.multinomial(next_logits.softmax(-1), 1, generator=generator)
+            else:
+                next_token = next_logits.argmax(-1, keepdim=True)
+            out.append(next_token)
+            if step + 1 < max_new_tokens:
+                logits, _ = self(next_token, cache=cache)
+        return torch.cat(out, dim=1)
+
+    # ---- recording -------------------------------------------------------------------------------
+
+    HOOKS = {
+        "attn_pattern": lambda block: block.attn.hook_pattern,     # (B, n_head, T, T_keys)
+        "head_out": lambda block: block.attn.hook_head_out,        # (B, n_head, T, head_dim)
+        "attn_out": lambda block: block.hook_attn_out,             # (B, T, n_embd)
+    }
+
+    @contextmanager
+    def record(self, *names: str):
+        """Record activations of every layer during the passes inside the block::
+
+            with model.record("attn_pattern", "attn_out") as rec:
+                model(idx, prefix=prefix)
+            rec["attn_pattern"][layer]  # detached tensor of the last pass
+
+        Names: "attn_pattern", "head_out", "attn_out".
+        """
+        unknown = [n for n in names if n not in self.HOOKS]
+        if unknown:
+            raise ValueError(f"unknown activation(s) {unknown}; choose from {sorted(self.HOOKS)}")
+        recorded: Dict[str, List[Optional[torch.Tensor]]] = {n: [None] * self.config.n_layer for n in names}
+        registered = []
+        for name in names:
+            for layer, block in enumerate(self.transformer.h):
+                hook = self.HOOKS[name](block)
+                fn = _store_into(recorded[name], layer)
+                hook.callbacks.append(fn)
+                registered.append((hook, fn))
+        try:
+            yield recorded
+        finally:
+            for hook, fn in registered:
+                hook.callbacks.remove(fn)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _store_into(store: list, layer: int):
+    def fn(x):
+        store[layer] = x.detach()
+    return fn
+
+
+def check_config(saved: dict, config: GPTConfig, source: str = "checkpoint"):
+    """Raise a clear error when a saved model configuration differs from `config`."""
+    expected = asdict(config)
+    diffs = {k: (saved.get(k), v) for k, v in expected.items() if k != "dropout" and saved.get(k) != v}
+    if diffs:
+        lines = ", ".join(f"{k}: {source} has {a!r}, model has {b!r}" for k, (a, b) in diffs.items())
+        raise ValueError(f"{source} was saved from another model configuration ({lines}); "
+                         "build the model with the checkpoint's GPTConfig or pick the matching checkpoint")

@@ -1,0 +1,205 @@
+"""One training loop for pretraining, full fine-tuning, prefix-tuning and LoRA.
+
+The method is a setting, not a subclass:
+
+* ``pretrain`` / ``finetune``: every model parameter trains, model in train mode (dropout on);
+* ``prefix``: `n_prefixes` prefixes of shape (n_layer, prefix_len, n_embd), drawn from N(0, 1), train
+  together in one batch; the model is frozen and in eval mode. Each prefix sees its own
+  `batch_size` rows, its loss is the mean over its rows, and its gradient is clipped on its own, so
+  training several prefixes together equals training each alone;
+* ``lora``: rank-`lora_rank` adapters on `lora_targets` train; the base model is frozen, in eval mode.
+
+AdamW (weight decay on weight matrices only), gradient-norm clipping, seeded data and dropout, a tqdm
+bar, atomic checkpoints and resumption from the last one.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .lora import add_lora, lora_parameters
+from .model import GPT, check_config
+
+METHODS = ("pretrain", "finetune", "prefix", "lora")
+
+# get_batch(generator) -> (x, y): (rows, T) inputs and targets (-1 = no loss). For method "prefix"
+# the rows are n_prefixes blocks of batch_size rows, block k for prefix k.
+BatchFn = Callable[[torch.Generator], Tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TrainSettings:
+    method: str = "pretrain"
+    max_iters: int = 1000
+    batch_size: int = 64                 # rows per step (per prefix for method "prefix")
+    learning_rate: float = 5e-4
+    betas: Tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1            # weight matrices only
+    grad_clip: float = 1.0               # max gradient norm (per prefix for method "prefix")
+    lr_schedule: str = "constant"        # "constant" or "cosine" (to 10 % of learning_rate)
+    warmup_iters: int = 0
+    n_prefixes: int = 1                  # prefix: how many prefixes train together
+    prefix_len: int = 1                  # prefix: n_S
+    lora_rank: int = 1
+    lora_targets: Tuple[str, ...] = ("mlp",)
+    seed: int = 0
+    autocast_bf16: bool = False          # bfloat16 autocast (GPU); fp32 otherwise
+    checkpoint_path: Optional[str] = None
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown training method {self.method!r}; choose from {METHODS}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose 'constant' or 'cosine'")
+
+
+@dataclass
+class TrainResult:
+    losses: List[Tuple[int, List[float]]] = field(default_factory=list)  # (step, loss per prefix or [loss])
+    prefixes: Optional[torch.Tensor] = None                                # (n_prefixes, n_layer, n_S, C)
+    step: int = 0
+
+
+def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu") -> TrainResult:
+    """Train `model` (in place; LoRA adapters are added to it) and return losses and prefixes."""
+    s = settings
+    torch.manual_seed(s.seed)
+    model.to(device)
+    data_rng = torch.Generator(device=device).manual_seed(s.seed)
+    params, prefixes = _trainable(model, s, device)
+    optimizer = _adamw(model, params, s, device)
+    result = TrainResult(prefixes=prefixes)
+    _resume(model, s, optimizer, data_rng, result)
+
+    rows_per_prefix = torch.arange(s.n_prefixes, device=device).repeat_interleave(s.batch_size)
+    bar = tqdm(range(result.step, s.max_iters), initial=result.step, total=s.max_iters,
+               desc=f"{s.method}", disable=not s.progress, mininterval=1.0)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, s)
+        x, y = get_batch(data_rng)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=s.autocast_bf16):
+            prefix = None if prefixes is None else prefixes[rows_per_prefix]  # (rows, n_layer, n_S, C)
+            logits, _ = model(x, prefix=prefix)
+        loss_per_prefix = _loss_per_prefix(logits, y, s.n_prefixes if prefixes is not None else 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss_per_prefix.sum().backward()
+        _clip(params, prefixes, s.grad_clip)
+        optimizer.step()
+
+        done = step + 1
+        if done % s.log_every == 0 or done == s.max_iters:
+            result.losses.append((done, loss_per_prefix.detach().float().cpu().tolist()))
+            bar.set_postfix(loss=f"{loss_per_prefix.mean().item():.4f}")
+        result.step = done
+        if s.checkpoint_path and (done % s.checkpoint_every == 0 or done == s.max_iters):
+            _save(model, s, optimizer, data_rng, result)
+    return result
+
+
+def _trainable(model: GPT, s: TrainSettings, device) -> Tuple[List[nn.Parameter], Optional[nn.Parameter]]:
+    """Set train/eval mode and requires_grad for the method; return the trainable parameters."""
+    if s.method in ("pretrain", "finetune"):
+        model.train().requires_grad_(True)
+        return list(model.parameters()), None
+    model.eval().requires_grad_(False)
+    if s.method == "lora":
+        return add_lora(model, s.lora_rank, s.lora_targets), None
+    c = model.config
+    # prefix k starts from N(0, 1) drawn with seed + k, so it equals a single-prefix run with that seed
+    prefixes = torch.stack([
+        torch.randn(c.n_layer, s.prefix_len, c.n_embd, generator=torch.Generator().manual_seed(s.seed + k))
+        for k in range(s.n_prefixes)])
+    prefixes = nn.Parameter(prefixes.to(device))
+    return [prefixes], prefixes
+
+
+def _adamw(model: GPT, params: List[nn.Parameter], s: TrainSettings, device) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only (not biases, norms, embeddings or prefixes)."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay = [p for p in params if p.dim() == 2 and id(p) not in embeddings]
+    no_decay = [p for p in params if not (p.dim() == 2 and id(p) not in embeddings)]
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = torch.device(device).type == "cuda"
+    return torch.optim.AdamW(groups, lr=s.learning_rate, betas=s.betas, fused=fused)
+
+
+def _learning_rate(step: int, s: TrainSettings) -> float:
+    if s.warmup_iters and step < s.warmup_iters:
+        return s.learning_rate * (step + 1) / s.warmup_iters
+    if s.lr_schedule == "constant":
+        return s.learning_rate
+    progress = (step - s.warmup_iters) / max(1, s.max_iters - s.warmup_iters)
+    return s.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _loss_per_prefix(logits: torch.Tensor, y: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens of each group of rows: (n_groups,)."""
+    token_loss = F.cross_entropy(logits.float().transpose(1, 2), y.clamp(min=0), reduction="none")
+    mask = (y != -1).float()
+    token_loss = (token_loss * mask).view(n_groups, -1).sum(1)
+    return token_loss / mask.view(n_groups, -1).sum(1)
+
+
+def _clip(params: List[nn.Parameter], prefixes: Optional[nn.Parameter], max_norm: float) -> None:
+    """Clip the gradient norm; each prefix on its own (the same formula as clip_grad_norm_)."""
+    if prefixes is None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    norms = prefixes.grad.flatten(1).norm(dim=1)                     # (n_prefixes,)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    prefixes.grad.mul_(scale.view(-1, 1, 1, 1))
+
+
+def _state(model: GPT, s: TrainSettings, prefixes) -> Dict[str, torch.Tensor]:
+    """What the method trains: the whole model, the prefixes, or the LoRA adapters."""
+    if s.method == "prefix":
+        return {"prefixes": prefixes.detach()}
+    if s.method == "lora":
+        return {k: v.detach() for k, v in lora_parameters(model).items()}
+    return model.state_dict()
+
+
+def _save(model, s, optimizer, data_rng, result: TrainResult) -> None:
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    checkpoint.atomic_save({
+        "settings": asdict(s), "model_config": asdict(model.config), "step": result.step,
+        "trained": _state(model, s, result.prefixes), "optimizer": optimizer.state_dict(),
+        "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
+        "losses": result.losses,
+    }, s.checkpoint_path)
+
+
+def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult) -> None:
+    """Continue from `s.checkpoint_path` when it exists (a finished run returns at once)."""
+    if not s.checkpoint_path or not Path(s.checkpoint_path).exists():
+        return
+    ckpt = checkpoint.read(s.checkpoint_path)
+    check_config(ckpt["model_config"], model.config, source=s.checkpoint_path)
+    if ckpt["settings"]["method"] != s.method:
+        raise ValueError(f"{s.checkpoint_path} holds a {ckpt['settings']['method']!r} run, not {s.method!r}; "
+                         "use another checkpoint_path")
+    trained = ckpt["trained"]
+    if s.method == "prefix":
+        if trained["prefixes"].shape != result.prefixes.shape:
+            raise ValueError(f"{s.checkpoint_path} holds prefixes of shape {tuple(trained['prefixes'].shape)}, "
+                             f"this run trains {tuple(result.prefixes.shape)}; use another checkpoint_path")
+        result.prefixes.data.copy_(trained["prefixes"])
+    else:
+        model.load_state_dict(trained, strict=s.method != "lora")
+    optimizer.load_state_dict(ckpt["optimizer"])
+    data_rng.set_state(ckpt["data_rng"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    result.step, result.losses = ckpt["step"], ckpt["losses"]
