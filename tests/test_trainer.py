@@ -1,0 +1,121 @@
+"""The one training loop: batched prefixes equal separate runs, resumption, methods, settings errors."""
+
+import pytest
+import torch
+
+from mingpt.model import GPT, GPTConfig
+from mingpt.trainer import TrainSettings, train
+
+CONFIG = GPTConfig(vocab_size=10, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
+ROWS, T, N_S = 8, 12, 2
+
+
+def fixed_batches(key: int, steps: int):
+    """Deterministic (x, y) per step for one prefix; loss on the last 4 positions only."""
+    g = torch.Generator().manual_seed(1000 + key)
+    batches = []
+    for _ in range(steps):
+        x = torch.randint(0, 10, (ROWS, T), generator=g)
+        y = torch.randint(0, 10, (ROWS, T), generator=g)
+        y[:, :-4] = -1
+        batches.append((x, y))
+    return batches
+
+
+def batch_fn(per_prefix):
+    """get_batch that serves step k of every prefix's batches, stacked in prefix order."""
+    step = iter(range(10 ** 6))
+
+    def get_batch(generator):
+        k = next(step)
+        return torch.cat([b[k][0] for b in per_prefix]), torch.cat([b[k][1] for b in per_prefix])
+    return get_batch
+
+
+def base_model():
+    torch.manual_seed(0)
+    return GPT(CONFIG)
+
+
+def prefix_settings(**kw):
+    settings = dict(method="prefix", max_iters=5, batch_size=ROWS, learning_rate=0.05, prefix_len=N_S,
+                    grad_clip=1e-5, progress=False, log_every=1)
+    return TrainSettings(**{**settings, **kw})
+
+
+def test_batched_prefixes_equal_separate_training():
+    steps, seed = 5, 7
+    data = [fixed_batches(k, steps) for k in range(3)]
+    together = train(base_model(), prefix_settings(n_prefixes=3, seed=seed), batch_fn(data))
+    for k in range(3):
+        alone = train(base_model(), prefix_settings(n_prefixes=1, seed=seed + k), batch_fn([data[k]]))
+        assert (together.prefixes[k] - alone.prefixes[0]).abs().max() <= 1e-5
+        assert together.losses[-1][1][k] == pytest.approx(alone.losses[-1][1][0], abs=1e-5)
+    # clipping was active (gradient norms ~1e-4 > 1e-5), so a clip over all prefixes at once would have coupled them
+    unclipped = train(base_model(), prefix_settings(n_prefixes=3, seed=seed, grad_clip=1e9), batch_fn(data))
+    assert (together.prefixes - unclipped.prefixes).abs().max() > 1e-3
+
+
+def test_prefix_tuning_leaves_the_model_unchanged():
+    model = base_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, prefix_settings(n_prefixes=2), batch_fn([fixed_batches(k, 5) for k in range(2)]))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training
+
+
+@pytest.mark.parametrize("method", ["pretrain", "lora"])
+def test_resume_equals_uninterrupted(tmp_path, method):
+    data = [fixed_batches(0, 6)]
+    settings = dict(method=method, batch_size=ROWS, learning_rate=1e-2, progress=False, log_every=1, seed=3,
+                    checkpoint_every=3, lora_rank=2, lora_targets=("mlp", "attn_out"))
+    straight = base_model()
+    train(straight, TrainSettings(max_iters=6, **settings), batch_fn(data))
+
+    resumed = base_model()
+    path = str(tmp_path / "run.pt")
+    train(resumed, TrainSettings(max_iters=3, checkpoint_path=path, **settings), batch_fn(data))
+    resumed = base_model()       # a fresh process: new model, the checkpoint on disk
+    get_batch = batch_fn(data)
+    for _ in range(3):           # the data stream of this test is positional: skip the consumed steps
+        get_batch(None)
+    result = train(resumed, TrainSettings(max_iters=6, checkpoint_path=path, **settings), get_batch)
+    assert result.step == 6 and [s for s, _ in result.losses] == [1, 2, 3, 4, 5, 6]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_lora_trains_only_adapters():
+    model = base_model()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, TrainSettings(method="lora", max_iters=3, batch_size=ROWS, learning_rate=1e-2, progress=False,
+                               lora_targets=("mlp",)), batch_fn([fixed_batches(0, 3)]))
+    state = model.state_dict()
+    adapted = [k for k in state if "lora_" in k]
+    assert len(adapted) == 2 * 2 * CONFIG.n_layer
+    assert all(torch.equal(v, state[_wrapped(k)]) for k, v in base.items())
+    assert any(state[k].abs().sum() > 0 for k in adapted if k.endswith("lora_B"))
+
+
+def _wrapped(name: str) -> str:
+    """Name of a base weight after LoRA wrapped its layer."""
+    for layer in ("mlp.c_fc.", "mlp.c_proj."):
+        if layer in name:
+            return name.replace(layer, layer + "base.")
+    return name
+
+
+def test_checkpoint_of_another_run_is_an_error(tmp_path):
+    path = str(tmp_path / "run.pt")
+    train(base_model(), prefix_settings(checkpoint_path=path), batch_fn([fixed_batches(0, 5)]))
+    with pytest.raises(ValueError, match="holds a 'prefix' run, not 'pretrain'"):
+        train(base_model(), TrainSettings(method="pretrain", checkpoint_path=path, progress=False),
+              batch_fn([fixed_batches(0, 5)]))
+    other = GPT(GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match="another model configuration"):
+        train(other, prefix_settings(checkpoint_path=path), batch_fn([fixed_batches(0, 5)]))
+
+
+def test_unknown_method_is_an_error():
+    with pytest.raises(ValueError, match="unknown training method 'adapter'"):
+        TrainSettings(method="adapter")
