@@ -48,9 +48,7 @@ class Llama:
         args = ModelArgs(max_seq_len=max_seq_len, max_batch_size=max_batch_size, **params)
         if args.vocab_size <= 0:
             args.vocab_size = tokenizer.n_words
-        with torch.device(device):
-            model = Transformer(args)
-        model.to(dtype or (torch.float16 if device.type == "cuda" else torch.float32))
+        model = Transformer(args).to(device, dtype or (torch.float16 if device.type == "cuda" else torch.float32))
         load_strict(model, state_dict, str(Path(ckpt_dir) / f"consolidated.{rank:02d}.pth"))
         return Llama(model.eval().requires_grad_(False), tokenizer)
 

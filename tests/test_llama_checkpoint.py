@@ -47,6 +47,7 @@ def ckpt_dir(tmp_path_factory) -> Path:
 
 
 def build(directory: Path, **kwargs) -> Llama:
+    kwargs.setdefault("device", "cpu")
     return Llama.build(str(directory), str(directory / "tokenizer.model"), max_seq_len=32, max_batch_size=2, **kwargs)
 
 
@@ -143,7 +144,8 @@ def free_port() -> int:
 def test_two_process_run_matches_merged_checkpoint(ckpt_dir, tmp_path):
     reshard(str(ckpt_dir), str(tmp_path / "two"), parts=2)
     out = tmp_path / "rank0.pt"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), __file__, str(tmp_path / "two"), str(out),
@@ -159,7 +161,7 @@ def test_two_process_run_matches_merged_checkpoint(ckpt_dir, tmp_path):
 
 def worker(ckpt_dir: str, out: str) -> None:
     """One torchrun process: build from its shard, save rank 0's logits and greedy generations."""
-    generator = build(Path(ckpt_dir), device="cpu")
+    generator = build(Path(ckpt_dir))
     assert torch.distributed.get_world_size() == 2 and generator.model.layers[0].attention.n_local_kv_heads == 1
     result = logits_and_generations(generator)
     if torch.distributed.get_rank() == 0:
