@@ -109,7 +109,7 @@ def test_solve_errors():
 
 
 def test_few_distinct_proportion():
-    n = 200_000
+    n = 100_000
     expected = 0.5 + 0.5 * p_few_distinct()
     standard_error = math.sqrt(expected * (1 - expected) / n)
     for split in tasks.SPLITS:
