@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from llama import HookPoint, ModelArgs, Transformer, record
-from llama.checkpoint import load_strict
-from llama.convert_hf import load_hf_checkpoint
+from llama import CheckpointError, HookPoint, ModelArgs, Transformer, record
+from llama.checkpoint import checkpoint_params, load_strict, read_params
+from llama.convert_hf import args_from_hf_config, load_hf_checkpoint, main as convert_main
 
 ATOL = 1e-5
 
@@ -27,13 +27,16 @@ def model() -> Transformer:
     return random_model()
 
 
-@pytest.mark.parametrize("n_kv_heads", [4, 2], ids=["multi-head", "grouped-query"])
-def test_logits_match_transformers_llama(tmp_path, n_kv_heads):
+@pytest.mark.parametrize(
+    "n_kv_heads, tied", [(4, False), (2, False), (2, True)], ids=["multi-head", "grouped-query", "tied-embeddings"]
+)
+def test_logits_match_transformers_llama(tmp_path, n_kv_heads, tied):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=61, hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=n_kv_heads, rms_norm_eps=1e-5, rope_theta=500.0, max_position_embeddings=32,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(0)
     hf_model = LlamaForCausalLM(config).eval()
@@ -54,6 +57,11 @@ def test_logits_match_transformers_llama(tmp_path, n_kv_heads):
     with torch.enable_grad():
         assert (model(tokens) - expected).abs().max() <= ATOL
     assert args.n_kv_heads == n_kv_heads and args.rope_theta == 500.0
+
+    convert_main([str(tmp_path), str(tmp_path / "meta")])
+    converted = torch.load(tmp_path / "meta" / "consolidated.00.pth", weights_only=True)
+    assert all(torch.equal(converted[k], v) for k, v in state_dict.items())
+    assert read_params(str(tmp_path / "meta")) == checkpoint_params(args)
 
 
 def test_cached_chunks_equal_full_recompute(model):
@@ -169,3 +177,22 @@ def test_recording_is_off_by_default_and_returns_every_layer_and_head(model):
     with pytest.raises(ValueError, match=r"hook points are named \['attention_probs', 'head_outputs'\]"):
         with record(model, "attn_scores"):
             pass
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5}), r"uses \['rope_type'\] beyond Meta's LLaMA"),
+        (dict(attention_bias=True, head_dim=16), r"uses \['attention_bias', 'head_dim'\]"),
+    ],
+)
+def test_unsupported_hf_configs_are_errors(change, message):
+    config = dict(hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4, vocab_size=61, rms_norm_eps=1e-5)
+    with pytest.raises(CheckpointError, match=message):
+        args_from_hf_config({**config, **change})
+    assert args_from_hf_config(config).n_kv_heads == 4
+
+
+def test_missing_hf_config_is_an_error(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json not found: a Hugging Face checkpoint directory holds config.json"):
+        load_hf_checkpoint(str(tmp_path))
