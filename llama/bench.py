@@ -43,8 +43,13 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     torch.manual_seed(args.seed)
     model_args = ModelArgs(
-        dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads, vocab_size=args.vocab_size, multiple_of=64,
-        max_batch_size=args.batch_size, max_seq_len=args.gen_len + 1,
+        dim=args.dim,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        vocab_size=args.vocab_size,
+        multiple_of=64,
+        max_batch_size=args.batch_size,
+        max_seq_len=args.gen_len + 1,
     )
     generator = Llama(Transformer(model_args).to(args.device).eval().requires_grad_(False))
 
@@ -73,7 +78,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     n_generated = sum(len(c) for c in cached)
     for name, (seconds, completions) in rows.items():
         unique = len({tuple(c) for c in completions})
-        print(f"| {name} | {seconds:.2f} | {n_generated / seconds:,.0f} | {recompute_time / seconds:.2f}x | {unique:,} |")
+        print(
+            f"| {name} | {seconds:.2f} | {n_generated / seconds:,.0f} | {recompute_time / seconds:.2f}x | {unique:,} |"
+        )
     differing = sum(a != b for a, b in zip(cached, recomputed))
     print(f"\ncompletions that differ between the two (rounding flips of near-tied greedy choices): {differing}")
 

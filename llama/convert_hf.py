@@ -30,7 +30,11 @@ LAYER_NAMES = {  # Hugging Face name inside model.layers.N -> Meta name inside l
     "input_layernorm.weight": "attention_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
 }
-TOP_NAMES = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight", "lm_head.weight": "output.weight"}
+TOP_NAMES = {
+    "model.embed_tokens.weight": "tok_embeddings.weight",
+    "model.norm.weight": "norm.weight",
+    "lm_head.weight": "output.weight",
+}
 
 
 def args_from_hf_config(config: dict) -> ModelArgs:
@@ -45,7 +49,9 @@ def args_from_hf_config(config: dict) -> ModelArgs:
         != config["hidden_size"] // config["num_attention_heads"],
     }
     if any(unsupported.values()):
-        raise CheckpointError(f"config.json uses {[k for k, v in unsupported.items() if v]} beyond Meta's LLaMA architecture")
+        raise CheckpointError(
+            f"config.json uses {[k for k, v in unsupported.items() if v]} beyond Meta's LLaMA architecture"
+        )
     dim, hidden_dim = config["hidden_size"], config["intermediate_size"]
     args = ModelArgs(
         dim=dim,
@@ -83,7 +89,9 @@ def unpermute_rotary(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
 def read_hf_weights(hf_dir: Path) -> StateDict:
     files = sorted(hf_dir.glob("*.safetensors"))
     if not files:
-        raise CheckpointError(f"no *.safetensors file in {hf_dir}: save the model with save_pretrained(safe_serialization=True)")
+        raise CheckpointError(
+            f"no *.safetensors file in {hf_dir}: save the model with save_pretrained(safe_serialization=True)"
+        )
     weights: StateDict = {}
     for path in files:
         weights.update(load_file(path))

@@ -81,10 +81,14 @@ class Llama:
             raise ValueError(f"{bsz} prompts exceed max_batch_size={params.max_batch_size}")
         if virtual_tokens is None and lengths.min() == 0:
             raise ValueError("an empty prompt needs virtual tokens to start from")
-        n_before = (0 if prefix is None else prefix.shape[-2]) + (0 if virtual_tokens is None else virtual_tokens.shape[1])
+        n_before = (0 if prefix is None else prefix.shape[-2]) + (
+            0 if virtual_tokens is None else virtual_tokens.shape[1]
+        )
         total_len = min(params.max_seq_len - n_before, max_gen_len + int(lengths.max()))
         if lengths.max() > total_len:
-            raise ValueError(f"a prompt of {int(lengths.max())} tokens leaves no room in max_seq_len={params.max_seq_len}")
+            raise ValueError(
+                f"a prompt of {int(lengths.max())} tokens leaves no room in max_seq_len={params.max_seq_len}"
+            )
 
         device = self.model.tok_embeddings.weight.device
         tokens = torch.full((bsz, total_len), -1, dtype=torch.long, device=device)  # -1: not yet generated

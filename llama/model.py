@@ -181,7 +181,9 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(params.dim, eps=params.norm_eps)
         self.output = ColumnParallelLinear(params.dim, params.vocab_size, bias=False)
         # Plain attributes, not buffers: Module.to(dtype) must not round the float64 tables.
-        self.rope_cos, self.rope_sin = rotary_tables(params.dim // params.n_heads, params.max_seq_len, params.rope_theta)
+        self.rope_cos, self.rope_sin = rotary_tables(
+            params.dim // params.n_heads, params.max_seq_len, params.rope_theta
+        )
         self.cache_len = 0  # positions 0..cache_len-1 hold keys and values of the current sequence
         self.cache_batch = 0  # rows of the cache that hold them
         self.cache_prefix_len = 0  # prefix-tuning: the first cache_prefix_len cached positions are the prefix
@@ -244,10 +246,17 @@ class Transformer(nn.Module):
         """Prefix-tuning: a shared (n_layers, n, dim) or per-sample (bsz, n_layers, n, dim) prefix as the latter."""
         if prefix is None:
             return None
-        expected = f"(n_layers={self.n_layers}, prefix_len, dim={self.params.dim}) or (bsz={bsz}, n_layers, prefix_len, dim)"
+        expected = (
+            f"(n_layers={self.n_layers}, prefix_len, dim={self.params.dim}) or (bsz={bsz}, n_layers, prefix_len, dim)"
+        )
         if prefix.dim() == 3:
             prefix = prefix.expand(bsz, *prefix.shape)
-        if prefix.dim() != 4 or prefix.shape[0] != bsz or prefix.shape[1] != self.n_layers or prefix.shape[3] != self.params.dim:
+        if (
+            prefix.dim() != 4
+            or prefix.shape[0] != bsz
+            or prefix.shape[1] != self.n_layers
+            or prefix.shape[3] != self.params.dim
+        ):
             raise ValueError(f"prefix has shape {tuple(prefix.shape)}; expected {expected}")
         return prefix
 

@@ -13,7 +13,15 @@ from typing import List, Optional
 
 import torch
 
-from llama.checkpoint import IGNORED_KEYS, CheckpointError, StateDict, read_params, save_checkpoint, shard_paths, split_dim
+from llama.checkpoint import (
+    IGNORED_KEYS,
+    CheckpointError,
+    StateDict,
+    read_params,
+    save_checkpoint,
+    shard_paths,
+    split_dim,
+)
 
 
 def merge_shards(shards: List[StateDict]) -> StateDict:

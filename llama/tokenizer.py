@@ -9,7 +9,9 @@ from sentencepiece import SentencePieceProcessor
 class Tokenizer:
     def __init__(self, model_path: str):
         if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"tokenizer model {model_path} not found: pass the path of a SentencePiece tokenizer.model")
+            raise FileNotFoundError(
+                f"tokenizer model {model_path} not found: pass the path of a SentencePiece tokenizer.model"
+            )
         self.sp_model = SentencePieceProcessor(model_file=model_path)
         self.n_words: int = self.sp_model.vocab_size()
         self.bos_id: int = self.sp_model.bos_id()

@@ -39,7 +39,9 @@ def ckpt_dir(tmp_path_factory) -> Path:
     )
     (directory / "tokenizer.model").write_bytes(model_file.getvalue())
     torch.manual_seed(0)
-    args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, multiple_of=16, max_batch_size=2, max_seq_len=32)
+    args = ModelArgs(
+        dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, multiple_of=16, max_batch_size=2, max_seq_len=32
+    )
     state_dict = Transformer(args).state_dict()
     params = {**checkpoint_params(args), "vocab_size": -1}  # as in Meta's params.json: taken from the tokenizer
     save_checkpoint(str(directory), params, [state_dict])
@@ -89,7 +91,10 @@ def test_reshard_round_trip_and_cli(ckpt_dir, tmp_path, capsys):
     merged = torch.load(tmp_path / "one" / "consolidated.00.pth", weights_only=True)
     assert merged.keys() == original.keys() and all(torch.equal(merged[k], v) for k, v in original.items())
     assert (tmp_path / "one" / "tokenizer.model").is_file()
-    with pytest.raises(CheckpointError, match="tok_embeddings.weight has 32 rows/columns along dimension 1, not divisible into 3 shards"):
+    with pytest.raises(
+        CheckpointError,
+        match="tok_embeddings.weight has 32 rows/columns along dimension 1, not divisible into 3 shards",
+    ):
         reshard(str(ckpt_dir), str(tmp_path / "three"), parts=3)
     with pytest.raises(SystemExit):
         shards_main(["--help"])
@@ -110,9 +115,14 @@ def test_bad_checkpoints_raise_clear_errors(ckpt_dir, tmp_path):
         build(broken)
 
     reshard(str(ckpt_dir), str(tmp_path / "two"), parts=2)
-    with pytest.raises(CheckpointError, match=r"holds 2 shard\(s\) but the model-parallel size is 1: launch with `torchrun --nproc_per_node 2`"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"holds 2 shard\(s\) but the model-parallel size is 1: launch with `torchrun --nproc_per_node 2`",
+    ):
         build(tmp_path / "two")
-    wrong_size = r"(does not fit 1 process\(es\)|already runs model parallelism of size 1, not 2).*torchrun --nproc_per_node 2"
+    wrong_size = (
+        r"(does not fit 1 process\(es\)|already runs model parallelism of size 1, not 2).*torchrun --nproc_per_node 2"
+    )
     with pytest.raises(ValueError, match=wrong_size):
         build(tmp_path / "two", model_parallel_size=2)
 
@@ -124,13 +134,19 @@ def test_bad_checkpoints_raise_clear_errors(ckpt_dir, tmp_path):
     wrong_params = copy_checkpoint(ckpt_dir, tmp_path / "wrong_shape")
     params = json.loads((wrong_params / "params.json").read_text())
     (wrong_params / "params.json").write_text(json.dumps({**params, "n_kv_heads": 4}))
-    with pytest.raises(CheckpointError, match=r"layers.0.attention.wk.weight in .* has shape \(16, 32\) but the model built from params.json expects \(32, 32\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"layers.0.attention.wk.weight in .* has shape \(16, 32\) but the model built from params.json expects \(32, 32\)",
+    ):
         build(wrong_params)
 
     missing_weight = copy_checkpoint(ckpt_dir, tmp_path / "missing_weight")
     state_dict = torch.load(missing_weight / "consolidated.00.pth", weights_only=True)
     del state_dict["layers.1.ffn_norm.weight"]
-    torch.save({**state_dict, "rope.freqs": torch.ones(4), "extra.weight": torch.ones(1)}, missing_weight / "consolidated.00.pth")
+    torch.save(
+        {**state_dict, "rope.freqs": torch.ones(4), "extra.weight": torch.ones(1)},
+        missing_weight / "consolidated.00.pth",
+    )
     with pytest.raises(CheckpointError, match=r"missing \['layers.1.ffn_norm.weight'\], unexpected \['extra.weight'\]"):
         build(missing_weight)
 
@@ -147,8 +163,20 @@ def test_two_process_run_matches_merged_checkpoint(ckpt_dir, tmp_path):
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), __file__, str(tmp_path / "two"), str(out),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        __file__,
+        str(tmp_path / "two"),
+        str(out),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -14,7 +14,9 @@ from llama.generation import sample_top_p
 @pytest.fixture(scope="module")
 def generator() -> Llama:
     torch.manual_seed(0)
-    args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=61, multiple_of=16, max_batch_size=4, max_seq_len=32)
+    args = ModelArgs(
+        dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=61, multiple_of=16, max_batch_size=4, max_seq_len=32
+    )
     model = Transformer(args).eval().requires_grad_(False)
     with torch.no_grad():  # sharper logits, so that greedy choices are not near ties
         model.output.weight.mul_(20.0)
@@ -42,7 +44,9 @@ def test_greedy_batch_of_mixed_lengths_matches_recompute(generator):
 def test_generation_continues_from_virtual_tokens_and_prefix(generator):
     virtual = torch.randn(3, 2, 32)
     prefix = torch.randn(2, 3, 32)
-    completions = generator.generate([[], [], [7]], max_gen_len=6, temperature=0.0, virtual_tokens=virtual, prefix=prefix)
+    completions = generator.generate(
+        [[], [], [7]], max_gen_len=6, temperature=0.0, virtual_tokens=virtual, prefix=prefix
+    )
     for row, prompt in enumerate([[], [], [7]]):
         expected = greedy_by_recompute(generator.model, prompt, 6, virtual[row : row + 1], prefix)
         assert completions[row] == expected
@@ -71,10 +75,29 @@ def test_top_p_sampling(generator):
 
 
 def test_bench_prints_markdown_table(capsys):
-    bench_main(["--vocab-size", "48", "--dim", "32", "--n-layers", "1", "--n-heads", "2", "--batch-size", "16", "--gen-len", "4"])
+    bench_main(
+        [
+            "--vocab-size",
+            "48",
+            "--dim",
+            "32",
+            "--n-layers",
+            "1",
+            "--n-heads",
+            "2",
+            "--batch-size",
+            "16",
+            "--gen-len",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert "| decoding | time (s) | generated tokens/s | speed-up | unique completions |" in out
-    assert "| key/value cache |" in out and "| full recompute |" in out and "differ between the two (rounding flips of near-tied greedy choices): 0" in out
+    assert (
+        "| key/value cache |" in out
+        and "| full recompute |" in out
+        and "differ between the two (rounding flips of near-tied greedy choices): 0" in out
+    )
 
 
 @pytest.mark.parametrize("cli", [bench_main, convert_main])

@@ -12,7 +12,9 @@ ATOL = 1e-5
 
 def random_model(dtype=torch.float32, **overrides) -> Transformer:
     """A small random LLaMA in eval mode, frozen, with non-trivial norm weights."""
-    fields = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=61, multiple_of=16, max_batch_size=4, max_seq_len=32)
+    fields = dict(
+        dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=61, multiple_of=16, max_batch_size=4, max_seq_len=32
+    )
     torch.manual_seed(0)
     model = Transformer(ModelArgs(**{**fields, **overrides})).to(dtype).eval().requires_grad_(False)
     with torch.no_grad():
@@ -34,8 +36,15 @@ def test_logits_match_transformers_llama(tmp_path, n_kv_heads, tied):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=61, hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=n_kv_heads, rms_norm_eps=1e-5, rope_theta=500.0, max_position_embeddings=32,
+        vocab_size=61,
+        hidden_size=32,
+        intermediate_size=72,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=n_kv_heads,
+        rms_norm_eps=1e-5,
+        rope_theta=500.0,
+        max_position_embeddings=32,
         tie_word_embeddings=tied,
     )
     torch.manual_seed(0)
@@ -138,7 +147,9 @@ def test_later_chunk_inside_prefix_is_an_error(model):
     tokens = torch.randint(0, 61, (2, 6))
     with torch.no_grad():
         model(tokens, prefix=torch.randn(2, 4, 32))
-        with pytest.raises(ValueError, match=r"starts at position 2, inside the prefix \(positions 0..3\).*start_pos >= 4"):
+        with pytest.raises(
+            ValueError, match=r"starts at position 2, inside the prefix \(positions 0..3\).*start_pos >= 4"
+        ):
             model(tokens[:, :1], 2)
         with pytest.raises(ValueError, match="first chunk only"):
             model(tokens[:, :1], 10, prefix=torch.randn(2, 4, 32))
@@ -187,12 +198,21 @@ def test_recording_is_off_by_default_and_returns_every_layer_and_head(model):
     ],
 )
 def test_unsupported_hf_configs_are_errors(change, message):
-    config = dict(hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4, vocab_size=61, rms_norm_eps=1e-5)
+    config = dict(
+        hidden_size=32,
+        intermediate_size=72,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=61,
+        rms_norm_eps=1e-5,
+    )
     with pytest.raises(CheckpointError, match=message):
         args_from_hf_config({**config, **change})
     assert args_from_hf_config(config).n_kv_heads == 4
 
 
 def test_missing_hf_config_is_an_error(tmp_path):
-    with pytest.raises(CheckpointError, match="config.json not found: a Hugging Face checkpoint directory holds config.json"):
+    with pytest.raises(
+        CheckpointError, match="config.json not found: a Hugging Face checkpoint directory holds config.json"
+    ):
         load_hf_checkpoint(str(tmp_path))

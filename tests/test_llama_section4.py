@@ -20,7 +20,16 @@ TOLERANCE = 1e-10
 
 def random_model(n_kv_heads: int) -> Transformer:
     torch.manual_seed(0)
-    args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=n_kv_heads, vocab_size=53, multiple_of=16, max_batch_size=2, max_seq_len=24)
+    args = ModelArgs(
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=n_kv_heads,
+        vocab_size=53,
+        multiple_of=16,
+        max_batch_size=2,
+        max_seq_len=24,
+    )
     model = Transformer(args).double().eval().requires_grad_(False)
     with torch.no_grad():
         for layer in model.layers:
@@ -54,7 +63,9 @@ def test_prefix_rescales_attention_and_biases_output(n_kv_heads, prefix_len):
     attention_error = probs_pt[..., prefix_len:] - probs * (1 - prefix_mass)[..., None]
     # W_V s_k for every head: values of the normed prefix vectors of layer 0, shared by grouped query heads
     prefix_values = attention.wv(model.layers[0].attention_norm(prefix[:, 0]))
-    prefix_values = repeat_kv(prefix_values.view(2, prefix_len, n_kv_heads, 8), attention.n_rep)  # (bsz, n_S, heads, head_dim)
+    prefix_values = repeat_kv(
+        prefix_values.view(2, prefix_len, n_kv_heads, 8), attention.n_rep
+    )  # (bsz, n_S, heads, head_dim)
     bias = torch.einsum("bhik,bkhd->bihd", to_prefix, prefix_values)
     output_error = outputs_pt - (bias + (1 - prefix_mass).transpose(1, 2)[..., None] * outputs)
 
@@ -67,7 +78,9 @@ def test_rotary_scores_depend_only_on_position_offsets():
     cos, sin = rotary_tables(head_dim=8, n_positions=24, theta=10000.0)
     queries, keys = torch.randn(2, 8, 4, 8, dtype=torch.float64), torch.randn(2, 8, 4, 8, dtype=torch.float64)
     for shift in (1, 4):
-        plain = torch.einsum("bihd,bjhd->bhij", apply_rotary(queries, cos[:8], sin[:8]), apply_rotary(keys, cos[:8], sin[:8]))
+        plain = torch.einsum(
+            "bihd,bjhd->bhij", apply_rotary(queries, cos[:8], sin[:8]), apply_rotary(keys, cos[:8], sin[:8])
+        )
         moved_cos, moved_sin = cos[shift : shift + 8], sin[shift : shift + 8]
         shifted = torch.einsum(
             "bihd,bjhd->bhij", apply_rotary(queries, moved_cos, moved_sin), apply_rotary(keys, moved_cos, moved_sin)
