@@ -51,11 +51,13 @@ class Construction:
                 raise ValueError(f"{self.name} expects {self.user_length} user characters, got {query!r}")
         tokens = torch.tensor([self.vocab.encode(q) for q in queries], dtype=torch.long)
         tokens = tokens.reshape(len(queries), self.user_length)
-        margins = []
+        margins, past, n_done = [], None, 0
         with single_thread():
             for _ in range(self.n_new):
-                logits = self.model.logits(self.model.embed(self.prompt, tokens))[:, -1]  # (batch, V)
-                top2 = logits.topk(2, dim=-1)
+                x = self.model.embed(self.prompt, tokens)[:, n_done:]  # positions not run yet
+                stream, past = self.model.forward(x, past)
+                n_done += x.shape[1]
+                top2 = self.model.decode(stream[:, -1]).topk(2, dim=-1)  # (batch, 2)
                 margins.append(top2.values[:, 0] - top2.values[:, 1])
                 tokens = torch.cat([tokens, top2.indices[:, :1]], dim=1)
         texts = [self.vocab.decode(row[self.user_length:]) for row in tokens]

@@ -1,6 +1,8 @@
 """Layers of the paper's simplified transformer (no LayerNorm), acting on the whole stream.
 
-Each layer returns an update that the model adds to the residual stream. Every layer here writes
+Each layer maps the stream at the new positions, x (batch, n_new, d), to an update that the model adds
+to it; attention also sees `context` (batch, n, d), its input at all positions so far, of which x is
+the last n_new (so generation can feed one new position at a time). Every layer here writes
 into scratch blocks that are zero before it runs, so adding is the same as concatenating the
 layer's output to its input (the paper's concatenation wiring); the named blocks keep the two
 views identical.
@@ -23,15 +25,16 @@ class AttentionHead:
     inverse_temperature: float
     description: str = ""
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, n, d_model) -> attention weights (batch, n_query, n_key)."""
-        scores = self.inverse_temperature * (x @ self.query) @ (x @ self.key).transpose(-1, -2)
-        n = x.shape[-2]
-        future = torch.ones(n, n, dtype=torch.bool).triu(1)
+    def attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Attention weights (batch, n_new, n) of the new positions over all positions."""
+        scores = self.inverse_temperature * (x @ self.query) @ (context @ self.key).transpose(-1, -2)
+        n_new, n = x.shape[-2], context.shape[-2]
+        future = torch.ones(n_new, n, dtype=torch.bool).triu(n - n_new + 1)
         return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(x) @ (x @ self.value) @ self.output
+    def __call__(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        # (A context) W_V W_O = A (context W_V) W_O; this order is cheaper when n_new = 1
+        return self.attention(x, context) @ context @ self.value @ self.output
 
 
 @dataclass
@@ -40,8 +43,8 @@ class Attention:
 
     heads: list[AttentionHead]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(head(x) for head in self.heads)
+    def __call__(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return sum(head(x, context) for head in self.heads)
 
 
 @dataclass
@@ -53,8 +56,8 @@ class MLP:
     w_out: torch.Tensor  # (d_hidden, d_model)
     description: str = ""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x @ self.w_in + self.b_in) @ self.w_out
+    def __call__(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.relu(x @ self.w_in + self.b_in) @ self.w_out  # position-wise: context unused
 
 
 Layer = Attention | MLP

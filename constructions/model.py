@@ -45,16 +45,24 @@ class Model:
         x[:, :, self.space.part(POSITION, n)] = torch.eye(n, dtype=torch.float64)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual stream after every layer: (batch, n, d) -> (batch, n, d)."""
-        for layer in self.layers:
-            x = x + layer(x)
-        return x
+    def forward(
+        self, x: torch.Tensor, past: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the stack on new positions x (batch, n_new, d) after the earlier positions in `past`.
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, n, d) input -> (batch, n, V) logits."""
-        z = self.forward(x)[..., self.space.index(self.readout)]
-        return decode_logits(z, self.vocab_size)
+        past[l] is layer l's input at the earlier positions (it never changes: attention is causal).
+        Returns the final stream at the new positions and the extended `past`.
+        """
+        contexts = []
+        for l, layer in enumerate(self.layers):
+            context = x if past is None else torch.cat([past[l], x], dim=-2)
+            contexts.append(context)
+            x = x + layer(x, context)
+        return x, contexts
+
+    def decode(self, stream: torch.Tensor) -> torch.Tensor:
+        """(..., d) final stream -> (..., V) logits from the readout scalar."""
+        return decode_logits(stream[..., self.space.index(self.readout)], self.vocab_size)
 
     def program(self) -> str:
         """One line per head / MLP: what it reads, what it writes, what it is for."""

@@ -11,15 +11,18 @@ from .model import Model
 from .space import Space
 
 
-def plot_decoding_lines(vocab_size: int, ax=None):
-    """The V logit lines over z in [0, 1]; their upper envelope switches token at z = (c + 1/2)/V."""
+def plot_decoding_lines(vocab_size: int, ax=None, z_range: tuple[float, float] = (0.0, 1.0)):
+    """The V logit lines over z; their upper envelope switches token at z = (c + 1/2)/V."""
     ax = ax or plt.gca()
-    z = torch.linspace(0, 1, 501, dtype=torch.float64)
+    z = torch.linspace(*z_range, 501, dtype=torch.float64)
     slope, intercept = decoding_lines(vocab_size)
-    logits = z[:, None] * slope + intercept  # (501, V)
+    codes = torch.arange(vocab_size) / vocab_size
+    shown = (codes >= z_range[0] - 1 / vocab_size) & (codes <= z_range[1] + 1 / vocab_size)  # lines near the top
+    logits = z[:, None] * slope[shown] + intercept[shown]  # (501, shown)
     ax.plot(z, logits, lw=0.8)
     ax.plot(z, logits.max(dim=1).values, "k", lw=2, label="max logit")
-    ax.vlines(torch.arange(vocab_size) / vocab_size, logits.min(), logits.max(), colors="0.8", lw=0.5)
+    inside = codes[(codes >= z_range[0]) & (codes <= z_range[1])]
+    ax.vlines(inside, logits.min(), logits.max(), colors="0.7", lw=0.5, linestyles=":", label="codes c/V")
     ax.set(xlabel="z", ylabel="logit", title=f"decoding lines, V={vocab_size}: token c wins near z = c/V")
     ax.legend(loc="lower center")
     return ax
@@ -35,7 +38,7 @@ def _stream_axis(space: Space, matrix: torch.Tensor, axis: int) -> tuple[torch.T
     return torch.tensor(kept), spans
 
 
-def _panel(fig, ax, space: Space, matrix: torch.Tensor, stream_rows: bool, stream_cols: bool, title: str):
+def _panel(ax, space: Space, matrix: torch.Tensor, stream_rows: bool, stream_cols: bool, title: str):
     """imshow of `matrix` with unused stream blocks dropped and the used ones labelled."""
     row_spans = col_spans = []
     if stream_rows:
@@ -45,15 +48,14 @@ def _panel(fig, ax, space: Space, matrix: torch.Tensor, stream_rows: bool, strea
         keep, col_spans = _stream_axis(space, matrix, 1)
         matrix = matrix[:, keep]
     scale = float(matrix.abs().max()) or 1.0
-    image = ax.imshow(matrix, cmap="RdBu_r", norm=SymLogNorm(1e-2, vmin=-scale, vmax=scale), aspect="auto",
-                      interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, ticks=[-scale, 0, scale], format="%.2g")
+    ax.imshow(matrix, cmap="RdBu_r", norm=SymLogNorm(1e-2, vmin=-scale, vmax=scale), aspect="auto",
+              interpolation="nearest")
     for spans, set_ticks, line in ((row_spans, ax.set_yticks, ax.axhline), (col_spans, ax.set_xticks, ax.axvline)):
         if spans:
             set_ticks([(start + stop - 1) / 2 for _, start, stop in spans], [name for name, _, _ in spans])
             for _, start, _ in spans[1:]:
                 line(start - 0.5, color="k", lw=0.5)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(f"{title}  (|w| <= {scale:.2g})", fontsize=9)
 
 
 def _matrices(model: Model, layer_index: int) -> list[tuple[Space, torch.Tensor, bool, bool, str]]:
@@ -74,14 +76,17 @@ def _matrices(model: Model, layer_index: int) -> list[tuple[Space, torch.Tensor,
 
 
 def plot_weights(model: Model, layer_indices: list[int] | None = None, title: str = ""):
-    """Grid of the chosen layers' matrices (all layers by default), one row per layer."""
+    """Grid of the chosen layers' matrices (all layers by default), one row per layer.
+
+    Red positive, blue negative, symmetric-log colour scale saturating at the largest |w| of the panel.
+    """
     indices = range(len(model.layers)) if layer_indices is None else layer_indices
     rows = [_matrices(model, i % len(model.layers)) for i in indices]
     n_cols = max(len(row) for row in rows)
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.6 * n_cols, 2.4 * len(rows)), squeeze=False)
     for row, row_axes in zip(rows, axes):
         for panel, ax in zip(row, row_axes):
-            _panel(fig, ax, *panel)
+            _panel(ax, *panel)
         for ax in row_axes[len(row):]:
             ax.axis("off")
     fig.suptitle(title)

@@ -70,6 +70,26 @@ def test_pair_map_weights_do_not_depend_on_the_map():
     assert not torch.equal(one.prompt, other.prompt)
 
 
+@pytest.mark.parametrize(
+    "construction, sequence",
+    [
+        (build_string_generator("I love transformers!"), "I love transformers"),
+        (build_char_map({"f": "F"}), "f"),
+        (build_response_map({"b": "lueberries"}), "blueberrie"),
+        (build_pair_map({"37": "5"}), "37"),
+    ],
+    ids=["string", "char", "response", "pair"],
+)
+def test_layers_write_only_into_zero_dimensions(construction, sequence):
+    """So adding each layer's output to the stream is the same as concatenating it."""
+    model = construction.model
+    x = model.embed(construction.prompt, torch.tensor([construction.vocab.encode(sequence)]))
+    for layer in model.layers:
+        update = layer(x, x)
+        assert not ((update != 0) & (x != 0)).any()
+        x = x + update
+
+
 def test_pack_is_exact_for_base_10():
     assert pack([1, 2, 3, 4, 5, 6, 7, 8, 9, 9], 10) == 0.1234567899
 
