@@ -89,6 +89,8 @@ def test_bench_prints_markdown_table(capsys):
             "16",
             "--gen-len",
             "4",
+            "--repeats",
+            "1",
         ]
     )
     out = capsys.readouterr().out
