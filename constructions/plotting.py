@@ -55,6 +55,7 @@ def _panel(ax, space: Space, matrix: torch.Tensor, stream_rows: bool, stream_col
             set_ticks([(start + stop - 1) / 2 for _, start, stop in spans], [name for name, _, _ in spans])
             for _, start, _ in spans[1:]:
                 line(start - 0.5, color="k", lw=0.5)
+    ax.set(xlabel="" if stream_cols else "hidden unit", ylabel="" if stream_rows else "hidden unit")
     ax.set_title(f"{title}  (|w| <= {scale:.2g})", fontsize=9)
 
 
@@ -83,12 +84,13 @@ def plot_weights(model: Model, layer_indices: list[int] | None = None, title: st
     indices = range(len(model.layers)) if layer_indices is None else layer_indices
     rows = [_matrices(model, i % len(model.layers)) for i in indices]
     n_cols = max(len(row) for row in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.6 * n_cols, 2.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(3.6 * n_cols, 2.5 * len(rows)), squeeze=False, layout="constrained"
+    )
     for row, row_axes in zip(rows, axes):
         for panel, ax in zip(row, row_axes):
             _panel(ax, *panel)
         for ax in row_axes[len(row):]:
             ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
