@@ -105,6 +105,16 @@ def test_prefix_shared_equals_per_sample(model):
     assert torch.equal(other[0], shared[0]) and not torch.allclose(other[1], shared[1])
 
 
+def test_one_layer_prefix_of_token_embeddings_equals_prompting():
+    """With one layer, a prefix equal to some tokens' embeddings is exactly prompting with those tokens:
+    the prefix sits at positions 0..n_S-1 and goes through the attention norm like any token."""
+    model = random_model(n_layers=1)
+    tokens = torch.randint(0, 61, (2, 9))
+    with torch.no_grad():
+        prefix = model.tok_embeddings(tokens[:, :3])[:, None]  # (bsz, n_layers=1, n_S=3, dim)
+        assert (model(tokens[:, 3:], prefix=prefix) - model(tokens)[:, 3:]).abs().max() <= ATOL
+
+
 def test_all_virtual_equals_token_embeddings(model):
     tokens = torch.randint(0, 61, (2, 6))
     with torch.no_grad():
