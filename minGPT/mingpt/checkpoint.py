@@ -42,17 +42,24 @@ def read(path, expected_sha256: Optional[str] = None) -> dict:
         raise ValueError(f"checkpoint {path} could not be read ({type(e).__name__}: {e}); delete it and retrain") from e
 
 
-def save_model(model: GPT, path, half: bool = False, **meta) -> None:
-    """Save a model's weights and config (optionally in float16 to save space) plus metadata."""
+def model_state(model: GPT, half: bool = False) -> dict:
+    """A model's config and weights (optionally float16 to halve the file) as a checkpoint dict."""
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    atomic_save({"model_config": asdict(model.config), "model": state, "meta": meta}, path)
+    return {"model_config": asdict(model.config), "model": state}
 
 
-def load_model(path, config: Optional[GPTConfig] = None, expected_sha256: Optional[str] = None) -> GPT:
-    """Build a GPT from a checkpoint; if `config` is given it must match the saved one."""
-    ckpt = read(path, expected_sha256)
+def load_model_from(ckpt: dict, config: Optional[GPTConfig] = None, source: str = "checkpoint") -> GPT:
+    """Build a float32 GPT from a checkpoint dict; if `config` is given it must match the saved one."""
     if config is not None:
-        check_config(ckpt["model_config"], config, source=str(path))
+        check_config(ckpt["model_config"], config, source=str(source))
     model = GPT(GPTConfig(**ckpt["model_config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     return model
+
+
+def save_model(model: GPT, path, half: bool = False, **meta) -> None:
+    atomic_save({**model_state(model, half), "meta": meta}, path)
+
+
+def load_model(path, config: Optional[GPTConfig] = None, expected_sha256: Optional[str] = None) -> GPT:
+    return load_model_from(read(path, expected_sha256), config, source=path)

@@ -1,0 +1,93 @@
+"""Training throughput of the paper's three minGPT configurations on this device.
+
+    python -m mingpt.bench                      # batch 64 and a large batch, current device
+    python -m mingpt.bench --large-batch 4096 --steps 50
+
+Times the real training loop (`mingpt.trainer.train`, data generation included) for pretraining
+and prefix-tuning, and data generation alone, and prints a markdown table.
+"""
+
+import argparse
+import time
+
+import torch
+
+from . import tasks
+from .experiments import default_device, hardware
+from .model import GPT, GPTConfig
+from .trainer import TrainSettings, train
+
+CONFIGS = [  # (name, layers, heads, width, n_S, LayerNorm before attention)
+    ("1/1/96, n_S=1", 1, 1, 96, 1, True),
+    ("1/4/256, n_S=1", 1, 4, 256, 1, False),
+    ("4/4/256, n_S=10", 4, 4, 256, 10, True),
+]
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def step_time(config: GPTConfig, method: str, batch: int, prefix_len: int, steps: int, device) -> float:
+    """Seconds per training step: (time of warm-up + steps) - (time of warm-up), divided by steps."""
+    ids = torch.zeros(batch, dtype=torch.long, device=device)
+    get_batch = lambda g: tasks.make_batch(ids, prefix_len, "train", g, device)
+
+    def run(iters):
+        settings = TrainSettings(method=method, max_iters=iters, batch_size=batch, prefix_len=prefix_len,
+                                 autocast_bf16=torch.device(device).type == "cuda", progress=False,
+                                 log_every=10 ** 9)
+        train(GPT(config), settings, get_batch, device)
+
+    warmup = max(3, steps // 5)
+    run(warmup)  # first call compiles kernels and warms the allocator
+    return (_timed(lambda: run(warmup + steps), device) - _timed(lambda: run(warmup), device)) / steps
+
+
+def data_time(batch: int, prefix_len: int, steps: int, device) -> float:
+    ids = torch.zeros(batch, dtype=torch.long, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    tasks.make_batch(ids, prefix_len, "train", g, device)
+    return _timed(lambda: [tasks.make_batch(ids, prefix_len, "train", g, device) for _ in range(steps)],
+                  device) / steps
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mingpt.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--large-batch", type=int, default=None, help="default: 4096 on GPU, 1024 on CPU")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 100 GPU, 10 CPU)")
+    parser.add_argument("--configs", nargs="+", type=int, default=[0, 1, 2], help="indices into CONFIGS")
+    args = parser.parse_args(argv)
+    device = args.device or default_device()
+    gpu = torch.device(device).type == "cuda"
+    large = args.large_batch or (4096 if gpu else 1024)
+    steps = args.steps or (100 if gpu else 10)
+    print(f"device: {hardware(device)}; precision: {'bf16 autocast' if gpu else 'fp32'}\n")
+    print("| config | batch | pretrain ms/step | pretrain µs/sample | prefix ms/step | prefix µs/sample "
+          "| data ms/batch | data % of prefix step |")
+    print("|---|---|---|---|---|---|---|---|")
+    for index in args.configs:
+        name, n_layer, n_head, n_embd, prefix_len, ln = CONFIGS[index]
+        config = GPTConfig(block_size=prefix_len + 20, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                           attn_layernorm=ln)
+        for batch in (64, large):
+            pre = step_time(config, "pretrain", batch, prefix_len, steps, device)
+            pt = step_time(config, "prefix", batch, prefix_len, steps, device)
+            data = data_time(batch, prefix_len, steps, device)
+            print(f"| {name} | {batch} | {pre * 1e3:.2f} | {pre / batch * 1e6:.2f} | {pt * 1e3:.2f} | "
+                  f"{pt / batch * 1e6:.2f} | {data * 1e3:.3f} | {100 * data / pt:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
