@@ -196,12 +196,13 @@ class Transformer(nn.Module):
         input_embeds: Optional[torch.Tensor] = None,
         prefix: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Logits (bsz, seqlen, vocab_size) for a chunk whose first content position is start_pos.
+        """Logits (bsz, seqlen, vocab_size) of a chunk of seqlen = n_virtual + n_tokens positions.
 
         tokens: (bsz, n_tokens) ids. input_embeds: (bsz, n_virtual, dim) virtual tokens, placed before the
-        tokens. prefix: (n_layers, prefix_len, dim) shared or (bsz, n_layers, prefix_len, dim) per sample,
-        first chunk only: positions 0..prefix_len-1 belong to the prefix, the chunk follows at prefix_len,
-        and the next chunk starts at start_pos = prefix_len + seqlen. seqlen = n_virtual + n_tokens.
+        tokens. start_pos: position of the chunk in the sequence (0 for the first chunk).
+        prefix (first chunk only): (n_layers, prefix_len, dim) shared, or (bsz, n_layers, prefix_len, dim)
+        per sample; it takes positions 0..prefix_len-1, the chunk follows, and the next chunk starts at
+        start_pos = prefix_len + seqlen. Logits are returned for the chunk, not for the prefix.
         """
         h = self.embed(tokens, input_embeds)  # (bsz, seqlen, dim)
         bsz, seqlen, _ = h.shape
