@@ -59,38 +59,36 @@ def _panel(ax, space: Space, matrix: torch.Tensor, stream_rows: bool, stream_col
     ax.set_title(f"{title}  (|w| <= {scale:.2g})", fontsize=9)
 
 
-def _matrices(model: Model, layer_index: int) -> list[tuple[Space, torch.Tensor, bool, bool, str]]:
-    """(space, matrix, rows on stream?, cols on stream?, title) for every matrix of one layer."""
+Panel = tuple[Space, torch.Tensor, bool, bool, str]  # (space, matrix, rows on stream?, cols on stream?, title)
+
+
+def _panel_rows(model: Model, layer_index: int) -> list[list[Panel]]:
+    """One row of two panels per MLP or attention head of the layer."""
     layer = model.layers[layer_index]
     if isinstance(layer, MLP):
         space = Space.of(*model.space.blocks, ("bias", 1))  # draw the bias as one more input row
         w_in = torch.cat([layer.w_in, layer.b_in[None]])
-        return [(space, w_in, True, False, f"L{layer_index} mlp: w_in, b_in"),
-                (model.space, layer.w_out, False, True, f"L{layer_index} mlp: w_out")]
+        return [[(space, w_in, True, False, f"L{layer_index} mlp: w_in, b_in"),
+                 (model.space, layer.w_out, False, True, f"L{layer_index} mlp: w_out")]]
     assert isinstance(layer, Attention)
-    panels = []
+    rows = []
     for h, head in enumerate(layer.heads):
         qk = head.inverse_temperature * head.query @ head.key.T  # (d, d) bilinear score form
-        panels += [(model.space, qk, True, True, f"L{layer_index} head {h}: T W_Q W_K^T"),
-                   (model.space, head.value @ head.output, True, True, f"L{layer_index} head {h}: W_V W_O")]
-    return panels
+        rows.append([(model.space, qk, True, True, f"L{layer_index} head {h}: T W_Q W_K^T"),
+                     (model.space, head.value @ head.output, True, True, f"L{layer_index} head {h}: W_V W_O")])
+    return rows
 
 
 def plot_weights(model: Model, layer_indices: list[int] | None = None, title: str = ""):
-    """Grid of the chosen layers' matrices (all layers by default), one row per layer.
+    """The chosen layers' matrices (all layers by default), one row per MLP or attention head.
 
     Red positive, blue negative, symmetric-log colour scale saturating at the largest |w| of the panel.
     """
     indices = range(len(model.layers)) if layer_indices is None else layer_indices
-    rows = [_matrices(model, i % len(model.layers)) for i in indices]
-    n_cols = max(len(row) for row in rows)
-    fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(3.6 * n_cols, 2.5 * len(rows)), squeeze=False, layout="constrained"
-    )
+    rows = [row for i in indices for row in _panel_rows(model, i % len(model.layers))]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7.5, 2.4 * len(rows)), squeeze=False, layout="constrained")
     for row, row_axes in zip(rows, axes):
         for panel, ax in zip(row, row_axes):
             _panel(ax, *panel)
-        for ax in row_axes[len(row):]:
-            ax.axis("off")
     fig.suptitle(title)
     return fig

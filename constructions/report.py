@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from .unpacking import pack
+from .unpacking import digits_as_integer, pack
 from .verify import CheckConfig, CheckResult, check_all, check_pair_map, pair_map_targets
 from .vocabulary import digits
 
@@ -29,13 +29,9 @@ class BaseResult:
 
 def _packing_exact(rows: list[list[int]], base: int) -> bool:
     """True when each row's float, read exactly, is nearer its own grid point than any other."""
-    for row in rows:
-        value = 0
-        for digit in row:
-            value = value * base + digit
-        if round(Fraction(pack(row, base)) * base**base) != value:
-            return False
-    return True
+    return all(
+        round(Fraction(pack(row, base)) * base ** len(row)) == digits_as_integer(row, base) for row in rows
+    )
 
 
 def sweep_bases(max_base: int = 16, n_maps: int = 5, seed: int = 0) -> list[BaseResult]:
@@ -91,8 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random targets")
     parser.add_argument("--max-base", type=int, default=16, help="largest V tried for construction (4)")
     args = parser.parse_args(argv)
-    config = QUICK_CONFIG if args.quick else CheckConfig()
-    config = CheckConfig(**{**config.__dict__, "seed": args.seed})
+    config = replace(QUICK_CONFIG if args.quick else CheckConfig(), seed=args.seed)
     print("Smallest logit margin (top logit minus runner-up) over all tested queries")
     print(format_margins(check_all(config)))
     print(f"\n(4) against the base V (random maps + the all-(V-1) map, seed {args.seed})")

@@ -19,12 +19,17 @@ from .space import Space
 DIGITS = "digits"  # block of the unpacked digits d_k / V, a table for `select_mlp`
 
 
-def pack(digits: Sequence[int], base: int) -> float:
-    """sum_j d_j base^-(j+1), correctly rounded to float64."""
+def digits_as_integer(digits: Sequence[int], base: int) -> int:
+    """The integer whose base-`base` digits are `digits`, most significant first."""
     value = 0
     for digit in digits:
         value = value * base + digit
-    return float(Fraction(value, base ** len(digits)))
+    return value
+
+
+def pack(digits: Sequence[int], base: int) -> float:
+    """sum_j d_j base^-(j+1), correctly rounded to float64."""
+    return float(Fraction(digits_as_integer(digits, base), base ** len(digits)))
 
 
 def remainder(k: int) -> str:
