@@ -269,7 +269,7 @@ class Transformer(nn.Module):
                 f"a chunk of batch {bsz} ending at position {start_pos + total_len} exceeds the model's "
                 f"max_batch_size={params.max_batch_size} / max_seq_len={params.max_seq_len}: build it larger"
             )
-        if prefix_len and start_pos > 0:
+        if prefix_len and start_pos > 0:  # prefix-tuning: the prefix belongs to the first chunk
             raise ValueError(
                 "a prefix goes with the first chunk only (start_pos=0): it occupies positions 0..prefix_len-1, "
                 "whose keys and values later chunks read from the cache"
@@ -283,7 +283,7 @@ class Transformer(nn.Module):
             self.cache_len = 0
             return False
         if start_pos > 0:
-            if start_pos < self.cache_prefix_len:
+            if start_pos < self.cache_prefix_len:  # prefix-tuning: no chunk may start inside the cached prefix
                 raise ValueError(
                     f"this chunk starts at position {start_pos}, inside the prefix (positions "
                     f"0..{self.cache_prefix_len - 1}) set by the first chunk; the prefix is fixed there, "
@@ -296,6 +296,6 @@ class Transformer(nn.Module):
                 )
         else:
             self.cache_batch = bsz
-            self.cache_prefix_len = prefix_len
+            self.cache_prefix_len = prefix_len  # prefix-tuning: remember where the cached prefix ends
         self.cache_len = start_pos + total_len
         return True
