@@ -90,6 +90,11 @@ class Attention(nn.Module):
         super().__init__()
         model_parallel_size = fs_init.get_model_parallel_world_size()
         n_kv_heads = args.n_kv_heads or args.n_heads
+        if n_kv_heads % model_parallel_size or args.n_heads % n_kv_heads:
+            raise ValueError(
+                f"n_kv_heads={n_kv_heads} must divide n_heads={args.n_heads} and be divisible by the "
+                f"model-parallel size {model_parallel_size}"
+            )
         self.n_local_heads = args.n_heads // model_parallel_size
         self.n_local_kv_heads = n_kv_heads // model_parallel_size
         self.n_rep = self.n_local_heads // self.n_local_kv_heads
@@ -158,7 +163,15 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
 
-    def forward(self, x, start_pos, cos, sin, mask, use_cache) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        start_pos: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        use_cache: bool,
+    ) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), start_pos, cos, sin, mask, use_cache)
         return h + self.feed_forward(self.ffn_norm(h))
 

@@ -221,6 +221,11 @@ def test_unsupported_hf_configs_are_errors(change, message):
     assert args_from_hf_config(config).n_kv_heads == 4
 
 
+def test_bad_head_counts_are_errors():
+    with pytest.raises(ValueError, match="n_kv_heads=3 must divide n_heads=4"):
+        random_model(n_kv_heads=3)
+
+
 def test_missing_hf_config_is_an_error(tmp_path):
     with pytest.raises(
         CheckpointError, match="config.json not found: a Hugging Face checkpoint directory holds config.json"
