@@ -97,6 +97,7 @@ class Experiment:
     prefix_groups: Tuple[Tuple[Tuple[str, ...], Phase], ...] = ()   # prefixes trained together
     loras: Tuple[LoRASpec, ...] = ()
     full_prefix_matrix: bool = True                # every prefix on every eval task, or its own task only
+    prefix_restarts: int = 1                       # >1: train that many inits per task, keep the lowest loss
     eval_samples: int = 3200
 
 
@@ -165,7 +166,8 @@ def _cpu_profile() -> Dict[str, Experiment]:
     return {
         "A": replace(a, pretrain=pretrain, finetune=Phase(150_000, 256, 1e-3, "cosine", 50),
                      prefix_groups=((SORT_DESC, Phase(150_000, 256, 2e-3)),)),
-        "B": replace(b, model=small_b, pretrain=pretrain, prefix_groups=((MIX, Phase(60_000, 256, 2e-3)),)),
+        "B": replace(b, model=small_b, pretrain=pretrain, prefix_groups=((MIX, Phase(60_000, 256, 2e-3)),),
+                     prefix_restarts=3),
         "C": replace(c, model=small_cd, pretrain=pretrain, finetune=Phase(40_000, 256, 1e-3, "cosine", 20),
                      prefix_groups=((MIX, Phase(60_000, 256, 2e-3)),
                                     (("sort_asc_add1", "double_hist"), Phase(200_000, 256, 2e-3))),
@@ -395,12 +397,20 @@ class Runner:
         path = self.paths.component(spec.name, seed, name)
         stored = self.store.load(path)
         if stored is None:
+            restarts = spec.prefix_restarts
             settings = self._settings(phase, "prefix", seed, self._scratch(spec, seed, name),
-                                      n_prefixes=len(group), prefix_len=spec.prefix_len)
-            result = train(base, settings, self._batches(group, phase.batch_size, spec.prefix_len), self.device)
-            stored = {"prefixes": {t: p.detach().cpu() for t, p in zip(group, result.prefixes)},
+                                      n_prefixes=len(group) * restarts, prefix_len=spec.prefix_len)
+            result = train(base, settings, self._batches(group * restarts, phase.batch_size, spec.prefix_len),
+                           self.device)
+            # final training loss of each (restart, task): mean of the last five logged losses
+            final = torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0).view(restarts, len(group))
+            best = final.argmin(0)
+            trained = result.prefixes.detach().cpu().view(restarts, len(group), *result.prefixes.shape[1:])
+            stored = {"prefixes": {t: trained[best[i], i] for i, t in enumerate(group)},
+                      "final_loss_per_restart": {t: final[:, i].tolist() for i, t in enumerate(group)},
                       "losses": result.losses}
-            self.store.save(path, stored, self._meta(spec, seed, "prefix", phase, tasks=list(group)))
+            self.store.save(path, stored, self._meta(spec, seed, "prefix", phase, tasks=list(group),
+                                                     restarts=restarts))
         return {t: p.to(self.device) for t, p in stored["prefixes"].items()}
 
     def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> GPT:
