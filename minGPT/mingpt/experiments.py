@@ -157,22 +157,27 @@ def _gpu_profile() -> Dict[str, Experiment]:
 
 
 def _cpu_profile() -> Dict[str, Experiment]:
-    """2-core budgets: fewer samples; B uses width 128, C and D 2 layers of width 128."""
+    """2-core budgets: far fewer samples; B uses width 128, C and D 2 layers of width 128.
+
+    With width d and L layers the parameter counts still match as in the paper: an n_S = 12 prefix and
+    a rank-1 LoRA of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
+    """
     gpu = _gpu_profile()
     small_b, small_cd = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(2, 4, 128)
-    pretrain = Phase(300_000, 256, 2e-3, "cosine", 100)
     a, b, c, d = gpu["A"], gpu["B"], gpu["C"], gpu["D"]
-    lora = lambda l: replace(l, phase=Phase(60_000, 128, 5e-3, "cosine", 20))
+    lora = lambda l: replace(l, phase=Phase(60_000, 64, 5e-3, "cosine", 20))
+    pretrain_cd = Phase(400_000, 256, 1e-3, "cosine", 100)
     return {
-        "A": replace(a, pretrain=pretrain, finetune=Phase(150_000, 256, 1e-3, "cosine", 50),
+        "A": replace(a, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
+                     finetune=Phase(150_000, 256, 1e-3, "cosine", 50),
                      prefix_groups=((SORT_DESC, Phase(150_000, 256, 2e-3)),)),
-        "B": replace(b, model=small_b, pretrain=pretrain, prefix_groups=((MIX, Phase(60_000, 256, 2e-3)),),
-                     prefix_restarts=3),
-        "C": replace(c, model=small_cd, pretrain=pretrain, finetune=Phase(40_000, 256, 1e-3, "cosine", 20),
-                     prefix_groups=((MIX, Phase(60_000, 256, 2e-3)),
-                                    (("sort_asc_add1", "double_hist"), Phase(200_000, 256, 2e-3))),
+        "B": replace(b, model=small_b, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
+                     prefix_groups=((MIX, Phase(40_000, 256, 2e-3)),), prefix_restarts=3),
+        "C": replace(c, model=small_cd, pretrain=pretrain_cd, finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
+                     prefix_groups=((MIX, Phase(40_000, 256, 2e-3)),
+                                    (("sort_asc_add1", "double_hist"), Phase(150_000, 256, 2e-3))),
                      loras=tuple(lora(l) for l in c.loras)),
-        "D": replace(d, model=small_cd, pretrain=pretrain, prefix_groups=((HIST, Phase(100_000, 256, 2e-3)),),
+        "D": replace(d, model=small_cd, pretrain=pretrain_cd, prefix_groups=((HIST, Phase(50_000, 256, 2e-3)),),
                      loras=tuple(lora(l) for l in d.loras)),
     }
 
@@ -303,6 +308,7 @@ class Outcome:
     pretrained: GPT
     finetuned: Dict[str, GPT] = field(default_factory=dict)
     prefixes: Dict[str, torch.Tensor] = field(default_factory=dict)       # task -> (n_layer, n_S, C)
+    prefix_loss_curves: Dict[str, list] = field(default_factory=dict)    # task -> [(step, loss)]
     loras: Dict[str, GPT] = field(default_factory=dict)
     accuracy: Dict[str, Dict[str, float]] = field(default_factory=dict)  # row -> task -> percent
     param_counts: Dict[str, int] = field(default_factory=dict)
@@ -392,7 +398,8 @@ class Runner:
         return model
 
     def prefixes(self, spec: Experiment, seed: int, base: GPT, group: Tuple[str, ...], phase: Phase
-                 ) -> Dict[str, torch.Tensor]:
+                 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, list]]:
+        """Trained prefixes of a group of tasks, and each one's training-loss curve [(step, loss)]."""
         name = "prefixes_" + "_".join(group)
         path = self.paths.component(spec.name, seed, name)
         stored = self.store.load(path)
@@ -406,12 +413,13 @@ class Runner:
             final = torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0).view(restarts, len(group))
             best = final.argmin(0)
             trained = result.prefixes.detach().cpu().view(restarts, len(group), *result.prefixes.shape[1:])
+            curve = lambda i: [(step, losses[best[i] * len(group) + i]) for step, losses in result.losses]
             stored = {"prefixes": {t: trained[best[i], i] for i, t in enumerate(group)},
                       "final_loss_per_restart": {t: final[:, i].tolist() for i, t in enumerate(group)},
-                      "losses": result.losses}
+                      "loss_curves": {t: curve(i) for i, t in enumerate(group)}}
             self.store.save(path, stored, self._meta(spec, seed, "prefix", phase, tasks=list(group),
                                                      restarts=restarts))
-        return {t: p.to(self.device) for t, p in stored["prefixes"].items()}
+        return {t: p.to(self.device) for t, p in stored["prefixes"].items()}, _loss_curves(stored, group)
 
     def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> GPT:
         path = self.paths.component(spec.name, seed, lora.name)
@@ -452,7 +460,9 @@ class Runner:
             if model is not None:
                 out.finetuned[task] = model
         for group, phase in spec.prefix_groups:
-            out.prefixes.update(self.prefixes(spec, seed, out.pretrained, group, phase))
+            prefixes, curves = self.prefixes(spec, seed, out.pretrained, group, phase)
+            out.prefixes.update(prefixes)
+            out.prefix_loss_curves.update(curves)
         for lora in spec.loras:
             out.loras[lora.name] = self.lora(spec, seed, out.pretrained, lora)
         self._evaluate(out, recorded)
@@ -525,8 +535,18 @@ class Runner:
 
 def accuracies(model: GPT, task_names, prefix=None, n: int = 3200) -> Dict[str, float]:
     """Exact-match accuracy in percent of the model's greedy outputs on each task's evaluation set."""
-    return {task: 100.0 * tasks.evaluate(model, task, prefix, n=n, prefix_len=prefix_len_of(model))
-            for task in task_names}
+    return {task: 100.0 * acc for task, acc in
+            tasks.evaluate_tasks(model, task_names, prefix, n=n, prefix_len=prefix_len_of(model)).items()}
+
+
+def _loss_curves(stored: dict, group: Tuple[str, ...]) -> Dict[str, list]:
+    """Per-task loss curves of a stored prefix group (older files keep only the raw per-prefix log)."""
+    if "loss_curves" in stored:
+        return stored["loss_curves"]
+    log = stored.get("losses", [])
+    if not log or len(log[0][1]) != len(group):  # several restarts per task: no way to tell which was kept
+        return {}
+    return {t: [(step, losses[i]) for step, losses in log] for i, t in enumerate(group)}
 
 
 def prefix_len_of(model: GPT) -> int:

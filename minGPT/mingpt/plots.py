@@ -6,11 +6,11 @@ import torch
 
 def content_attention(pattern: torch.Tensor, prefix_len: int) -> torch.Tensor:
     """
-    Attention among the content positions only: pattern (T, T) of one head -> (T - prefix_len,) * 2,
-    the prefix rows and columns removed and each row rescaled to sum to 1. By Section 4 of the paper
+    Attention among the content positions only: pattern (..., T, T) -> (..., T - n_S, T - n_S), the
+    prefix rows and columns removed and each row rescaled to sum to 1. By Section 4 of the paper
     a prefix leaves this block unchanged in the first layer.
     """
-    block = torch.as_tensor(pattern)[prefix_len:, prefix_len:]
+    block = torch.as_tensor(pattern)[..., prefix_len:, prefix_len:]
     return block / block.sum(dim=-1, keepdim=True)
 
 

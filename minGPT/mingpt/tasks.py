@@ -223,14 +223,13 @@ def _model_device(model):
     return next(model.parameters()).device
 
 @torch.no_grad()
-def evaluate(model, task: str, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
-             prefix_len: int = 0) -> float:
+def greedy_outputs(model, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
+                   prefix_len: int = 0) -> torch.Tensor:
     """
-    Exact-match accuracy (0..1) of the model's greedy 10-token outputs on the fixed evaluation set.
+    The model's greedy 10-token outputs (n, 10) on the fixed evaluation set (eval_inputs(n)).
     prefix: (n_layer, n_S, n_embd) or None. The sequence starts with n_S = prefix.shape[-2] zero pads,
     or `prefix_len` pads when no prefix is given.
     """
-    task_index(task)
     device = _model_device(model)
     if prefix is not None:
         prefix = prefix.to(device)
@@ -238,15 +237,31 @@ def evaluate(model, task: str, prefix: torch.Tensor = None, n: int = 3200, batch
     was_training = model.training
     model.eval()
     try:
-        n_correct = 0
+        outputs = []
         for inputs in eval_inputs(n).to(device).split(batch_size):
             pads = torch.zeros(len(inputs), prefix_len, dtype=torch.long, device=device)
             generated = model.generate(torch.cat([pads, inputs], dim=1), INPUT_LEN, prefix=prefix)
-            outputs = generated[:, -INPUT_LEN:]
-            n_correct += (outputs == solve(task, inputs)).all(dim=1).sum().item()
+            outputs.append(generated[:, -INPUT_LEN:].cpu())
     finally:
         model.train(was_training)
-    return n_correct / n
+    return torch.cat(outputs)
+
+def evaluate_tasks(model, tasks, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
+                   prefix_len: int = 0) -> dict:
+    """
+    Exact-match accuracy (0..1) on each task of the model's greedy outputs on the fixed evaluation
+    set: {task: accuracy}. The outputs do not depend on the task, so they are generated once.
+    """
+    for task in tasks:
+        task_index(task)
+    outputs = greedy_outputs(model, prefix, n, batch_size, prefix_len)
+    inputs = eval_inputs(n)
+    return {task: (outputs == solve(task, inputs)).all(dim=1).float().mean().item() for task in tasks}
+
+def evaluate(model, task: str, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
+             prefix_len: int = 0) -> float:
+    """Exact-match accuracy (0..1) of the greedy 10-token outputs on one task (see evaluate_tasks)."""
+    return evaluate_tasks(model, (task,), prefix, n, batch_size, prefix_len)[task]
 
 def accuracy_matrix(model, prefixes: dict, tasks=PRETRAIN_TASKS, n: int = 3200,
                     batch_size: int = 800, prefix_len: int = 0) -> dict:
@@ -254,6 +269,6 @@ def accuracy_matrix(model, prefixes: dict, tasks=PRETRAIN_TASKS, n: int = 3200,
     Accuracy in percent of each prefix on each task: {prefix name: {task: percent}}.
     A prefix of None means no prefix, with `prefix_len` zero pads.
     """
-    return {name: {task: 100 * evaluate(model, task, prefix, n, batch_size, prefix_len)
-                   for task in tasks}
+    return {name: {task: 100 * acc for task, acc in
+                   evaluate_tasks(model, tasks, prefix, n, batch_size, prefix_len).items()}
             for name, prefix in prefixes.items()}

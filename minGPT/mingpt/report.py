@@ -1,0 +1,63 @@
+"""Accuracy tables in markdown from the results files, with the paper's numbers beside ours.
+
+Used by scripts/render_results.py (RESULTS.md) and by the notebooks.
+"""
+
+import json
+import statistics
+from pathlib import Path
+from typing import Optional
+
+from . import paper, tasks
+from .experiments import REPO
+
+
+def load(profile: str, experiment: str, root: Path = REPO) -> Optional[dict]:
+    """The results file of one experiment under one profile, or None."""
+    path = root / "results" / "section5" / profile / f"{experiment}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def cell(values, paper_value=None) -> str:
+    text = f"{values[0]:.2f}" if len(values) == 1 else f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return text + (f" ({paper_value:.2f})" if paper_value is not None else "")
+
+
+def table(experiment: str, seeds: dict) -> list:
+    """Markdown lines: one row per results row, one column per task, mean ± std over seeds (paper)."""
+    runs = list(seeds.values())
+    rows = list(runs[0]["accuracy"])
+    columns = [t for t in tasks.TASKS if any(t in runs[0]["accuracy"][r] for r in rows)]
+    lines = ["| row | " + " | ".join(tasks.TASK_SYMBOLS[t] for t in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for task in columns:
+            values = [run["accuracy"][row][task] for run in runs if task in run["accuracy"].get(row, {})]
+            reference = paper.PAPER_ACCURACY.get(experiment, {}).get(row, {}).get(task)
+            cells.append(cell(values, reference) if values else "")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def claims(experiment: str, seeds: dict) -> list:
+    """Markdown lines: for each seed, which of the paper's claims (mingpt.paper.CLAIMS) hold."""
+    lines = []
+    for seed, run in seeds.items():
+        results = paper.check(experiment, run["accuracy"])
+        failed = [f"{c} — ours {value:.2f}" for c, value, holds in results if not holds]
+        lines.append(f"- seed {seed}: {len(results) - len(failed)} of {len(results)} claims hold"
+                     + ("" if not failed else "; not met: " + "; ".join(failed)))
+    return lines
+
+
+def summary(experiment: str, profile: str, root: Path = REPO) -> str:
+    """Markdown: the accuracy table and the claims of one experiment's recorded seeds under a profile."""
+    data = load(profile, experiment, root)
+    if data is None:
+        return f"*No results for experiment {experiment} under the {profile} profile.*"
+    seeds = data["seeds"]
+    hardware = " / ".join(sorted({run["hardware"] for run in seeds.values()}))
+    return "\n".join([f"**Experiment {experiment}, {profile} profile**, seeds {', '.join(seeds)} ({hardware}); "
+                      "accuracy in %, paper in brackets:", ""] + table(experiment, seeds) + [""]
+                     + claims(experiment, seeds))
