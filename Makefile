@@ -22,6 +22,7 @@ venv-test: $(VENV)/.test
 ## Execute every notebook top to bottom on the embedded default and save it with outputs.
 reproduce: $(VENV)/.core
 	$(PY) scripts/run_notebooks.py
+	$(PY) scripts/render_results.py
 
 ## Run the test suite (includes executing every notebook in the quick setting).
 test: $(VENV)/.test

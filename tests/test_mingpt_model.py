@@ -226,3 +226,10 @@ def test_gpt2_parity_with_transformers(tmp_path, safetensors):
     with torch.no_grad():
         expected = reference(idx).logits
     assert (ours(idx)[0] - expected).abs().max() <= 1e-5
+
+
+def test_analysis_refuses_a_model_in_training_mode():
+    from mingpt import analysis
+    model = random_gpt(dtype=torch.float32).train()
+    with pytest.raises(ValueError, match="call model.eval"):
+        analysis.content_attention_spread(model, {"none": None}, torch.zeros(2, 10, dtype=torch.long), 1)

@@ -15,6 +15,9 @@ PAPER_INPUT = [2, 6, 0, 1, 4, 6, 3, 0, 1, 2]  # the input of the paper's attenti
 
 def with_pads(inputs: torch.Tensor, prefix_len: int, model: GPT) -> torch.Tensor:
     """(B, 10) inputs -> (B, n_S + 10): the placeholder zeros, then the inputs, on the model's device."""
+    if model.training:
+        raise ValueError("the model is in training mode, so dropout would perturb what is measured; "
+                         "call model.eval() first")
     pads = torch.zeros(len(inputs), prefix_len, dtype=torch.long)
     return torch.cat([pads, torch.as_tensor(inputs).cpu()], 1).to(next(model.parameters()).device)
 
@@ -22,10 +25,10 @@ def with_pads(inputs: torch.Tensor, prefix_len: int, model: GPT) -> torch.Tensor
 @torch.no_grad()
 def record(model: GPT, inputs: torch.Tensor, prefix: Optional[torch.Tensor], prefix_len: int,
            *names: str) -> Dict[str, list]:
-    """Record activations over the whole sequence: pads, input and the greedy output (its last token
-    is not fed back). Adds "tokens" (B, n_S + 19)."""
+    """Record activations over the whole sequence: pads, input and the 10-token greedy output.
+    Adds "tokens" (B, n_S + 20)."""
     idx = with_pads(inputs, prefix_len, model)
-    generated = model.generate(idx, tasks.INPUT_LEN - 1, prefix=prefix)
+    generated = model.generate(idx, tasks.INPUT_LEN, prefix=prefix)
     with model.record(*names) as rec:
         model(generated, prefix=prefix)
     rec["tokens"] = generated.cpu()

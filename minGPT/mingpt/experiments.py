@@ -157,16 +157,16 @@ def _gpu_profile() -> Dict[str, Experiment]:
 
 
 def _cpu_profile() -> Dict[str, Experiment]:
-    """2-core budgets: far fewer samples; B uses width 128, C and D 2 layers of width 128.
+    """2-core budgets: far fewer samples; B uses width 128, C and D 2 layers of width 64.
 
     With width d and L layers the parameter counts still match as in the paper: an n_S = 12 prefix and
     a rank-1 LoRA of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
     """
     gpu = _gpu_profile()
-    small_b, small_cd = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(2, 4, 128)
+    small_b, small_cd = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(2, 4, 64)
     a, b, c, d = gpu["A"], gpu["B"], gpu["C"], gpu["D"]
     lora = lambda l: replace(l, phase=Phase(60_000, 64, 5e-3, "cosine", 20))
-    pretrain_cd = Phase(400_000, 256, 1e-3, "cosine", 100)
+    pretrain_cd = Phase(300_000, 256, 1.5e-3, "cosine", 100)
     return {
         "A": replace(a, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
                      finetune=Phase(150_000, 256, 1e-3, "cosine", 50),

@@ -256,7 +256,7 @@ def evaluate_tasks(model, tasks, prefix: torch.Tensor = None, n: int = 3200, bat
         task_index(task)
     outputs = greedy_outputs(model, prefix, n, batch_size, prefix_len)
     inputs = eval_inputs(n)
-    return {task: (outputs == solve(task, inputs)).all(dim=1).float().mean().item() for task in tasks}
+    return {task: (outputs == solve(task, inputs)).all(dim=1).sum().item() / n for task in tasks}
 
 def evaluate(model, task: str, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
              prefix_len: int = 0) -> float:

@@ -1,0 +1,68 @@
+"""The committed runs: the paper's claims against our results files, and the checkpoint manifests."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mingpt import checkpoint, paper, report
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = sorted((ROOT / "results" / "section5").glob("*/*.json"))
+MANIFESTS = sorted((ROOT / "minGPT" / "checkpoints").glob("*/*/manifest.json"))
+
+# Claims a committed run does not meet, each with the reason; README and RESULTS.md report them.
+# The test below requires the failures to be exactly these, so the list cannot go stale.
+SHORTFALLS = {
+    ("gpu", "B", "0"): {
+        "why": "the ↘ and +1 prefixes plateaued at a training loss of 0.15 per token (the ↗ one reached 0.016): "
+               "most single tokens right, but only 33.5 % and 16.5 % of whole outputs; the ↗ and +2 prefixes "
+               "reach 99.4 % and 100 % and stay at 0 % on the other tasks",
+        "claims": {"B: prefix_sort_desc on sort_asc <= 2.0 %", "B: prefix_sort_desc on sort_desc >= 80.0 %",
+                   "B: prefix_sort_desc on add2 <= 2.0 %", "B: prefix_add1 on sort_asc <= 2.0 %",
+                   "B: prefix_add1 on sort_desc <= 2.0 %", "B: prefix_add1 on add1 >= 80.0 %",
+                   "B: prefix_add1 on add2 <= 2.0 %"},
+    },
+}
+
+
+def _runs():
+    for path in RESULTS:
+        data = json.loads(path.read_text())
+        for seed, run in data["seeds"].items():
+            yield pytest.param(path.parent.name, data["experiment"], seed, run,
+                               id=f"{path.parent.name}-{data['experiment']}-seed{seed}")
+
+
+@pytest.mark.parametrize("profile, experiment, seed, run", list(_runs()))
+def test_committed_run_meets_the_papers_claims(profile, experiment, seed, run):
+    failed = {str(claim) for claim, _, holds in paper.check(experiment, run["accuracy"]) if not holds}
+    expected = SHORTFALLS.get((profile, experiment, seed), {"claims": set()})["claims"]
+    assert failed == expected
+
+
+def test_every_experiment_has_a_run_meeting_all_its_claims():
+    complete = {(p, e) for p, e, s, _ in (x.values for x in _runs())
+                if (p, e, s) not in SHORTFALLS}
+    assert {e for _, e in complete} == {"A", "B", "C", "D"}
+
+
+@pytest.mark.parametrize("experiment", ["C", "D"])
+def test_c_and_d_have_three_seeds(experiment):
+    assert max(len(report.load(p, experiment)["seeds"]) for p in ("gpu", "cpu")
+               if report.load(p, experiment)) >= 3
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=[str(m.relative_to(ROOT)) for m in MANIFESTS])
+def test_manifest_entries_match_their_files(manifest):
+    entries = json.loads(manifest.read_text())
+    assert entries
+    for key, entry in entries.items():
+        assert checkpoint.sha256(ROOT / key) == entry["sha256"], key
+        for field in ("command", "profile", "seed", "hardware", "metrics"):
+            assert field in entry, (key, field)
+
+
+def test_committed_checkpoints_stay_under_30_mb():
+    total = sum(p.stat().st_size for p in (ROOT / "minGPT" / "checkpoints").rglob("*") if p.is_file())
+    assert total <= 30 * 2 ** 20
