@@ -23,7 +23,7 @@ TITLES = {
 }
 PROFILE_NOTES = {
     "gpu": "the paper's number of training samples per phase, large batches (scripts/gpu_run.sh)",
-    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (2 layers, width 128)",
+    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (2 layers, width 64)",
 }
 FIGURES = ROOT / "results" / "figures"
 
