@@ -8,6 +8,9 @@ from llama.checkpoint import checkpoint_params, load_strict, read_params
 from llama.convert_hf import args_from_hf_config, load_hf_checkpoint, main as convert_main
 
 ATOL = 1e-5
+# the small Hugging Face LLaMA the conversion tests build
+SMALL_HF_CONFIG = dict(vocab_size=61, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
+                       num_attention_heads=4, rms_norm_eps=1e-5)
 
 
 def random_model(dtype=torch.float32, **overrides) -> Transformer:
@@ -36,13 +39,8 @@ def test_logits_match_transformers_llama(tmp_path, n_kv_heads, tied):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=61,
-        hidden_size=32,
-        intermediate_size=72,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        **SMALL_HF_CONFIG,
         num_key_value_heads=n_kv_heads,
-        rms_norm_eps=1e-5,
         rope_theta=500.0,
         max_position_embeddings=32,
         tie_word_embeddings=tied,
@@ -208,14 +206,7 @@ def test_recording_is_off_by_default_and_returns_every_layer_and_head(model):
     ],
 )
 def test_unsupported_hf_configs_are_errors(change, message):
-    config = dict(
-        hidden_size=32,
-        intermediate_size=72,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        vocab_size=61,
-        rms_norm_eps=1e-5,
-    )
+    config = dict(SMALL_HF_CONFIG)
     with pytest.raises(CheckpointError, match=message):
         args_from_hf_config({**config, **change})
     assert args_from_hf_config(config).n_kv_heads == 4
