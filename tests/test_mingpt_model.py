@@ -233,3 +233,36 @@ def test_analysis_refuses_a_model_in_training_mode():
     model = random_gpt(dtype=torch.float32).train()
     with pytest.raises(ValueError, match="call model.eval"):
         analysis.content_attention_spread(model, {"none": None}, torch.zeros(2, 10, dtype=torch.long), 1)
+
+
+@pytest.mark.parametrize("use_prefix", [False, True])
+def test_logits_to_keep_equals_the_tail_of_the_full_logits(use_prefix):
+    model = random_gpt()
+    idx = torch.randint(0, 10, (3, 12))
+    prefix = torch.randn(3, 2, 32, dtype=torch.float64) if use_prefix else None
+    full, _ = model(idx, prefix=prefix)
+    for keep in (1, 5, 12):
+        tail, _ = model(idx, prefix=prefix, logits_to_keep=keep)
+        assert tail.shape == (3, keep, 10)
+        assert (tail - full[:, -keep:]).abs().max() <= 1e-12
+
+
+def test_logits_to_keep_gives_the_same_gradients():
+    model = random_gpt()
+    idx, targets = torch.randint(0, 10, (4, 12)), torch.randint(0, 10, (4, 12))
+    targets[:, :-4] = -1
+    grads = []
+    for keep, y in ((0, targets), (4, targets[:, -4:])):
+        model.zero_grad()
+        model(idx, targets=y, logits_to_keep=keep)[1].backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert (grads[0] - grads[1]).abs().max() <= 1e-12
+
+
+def test_bad_logits_to_keep_and_targets_are_clear_errors():
+    model = random_gpt()
+    idx = torch.randint(0, 10, (2, 8))
+    with pytest.raises(ValueError, match="logits_to_keep=9 must lie in 0..T=8"):
+        model(idx, logits_to_keep=9)
+    with pytest.raises(ValueError, match="pass the targets of the last n positions"):
+        model(idx, targets=torch.zeros(2, 8, dtype=torch.long), logits_to_keep=3)

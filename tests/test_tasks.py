@@ -99,6 +99,14 @@ def test_solutions_match_direct_implementation():
         assert tasks.solve(task, inputs).tolist() == expected, task
 
 
+def test_every_solution_matches_each_solver():
+    inputs = tasks.sample_inputs(300, "train", generator(2), exclude_constant=True)
+    every = tasks._every_solution(inputs)
+    assert every.shape == (len(TASKS), 300, INPUT_LEN)
+    for i, task in enumerate(TASKS):
+        assert torch.equal(every[i], tasks.solve(task, inputs)), task
+
+
 def test_solve_errors():
     with pytest.raises(ValueError, match="unknown task 'sort'.*sort_asc, sort_desc"):
         tasks.solve("sort", torch.zeros(1, 10, dtype=torch.long))

@@ -119,3 +119,28 @@ def test_checkpoint_of_another_run_is_an_error(tmp_path):
 def test_unknown_method_is_an_error():
     with pytest.raises(ValueError, match="unknown training method 'adapter'"):
         TrainSettings(method="adapter")
+
+
+@pytest.mark.parametrize("method", ["pretrain", "prefix"])
+def test_loss_positions_give_the_same_training(method):
+    """Computing the last layer at the loss positions only changes no number (float64, dropout off)."""
+    config = GPTConfig(vocab_size=10, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    runs = []
+    for loss_positions in (0, 4):
+        torch.manual_seed(0)
+        model = GPT(config).double()
+        settings = TrainSettings(method=method, max_iters=4, batch_size=ROWS, learning_rate=1e-2, prefix_len=N_S,
+                                 loss_positions=loss_positions, progress=False, log_every=1)
+        result = train(model, settings, batch_fn([fixed_batches(0, 4)]))
+        runs.append((model.state_dict(), result))
+    (state0, run0), (state4, run4) = runs
+    assert max((state0[k] - state4[k]).abs().max() for k in state0) <= 1e-12
+    assert torch.tensor([l for _, l in run0.losses]).sub(torch.tensor([l for _, l in run4.losses])).abs().max() <= 1e-6
+    if method == "prefix":  # the prefixes are float32 parameters
+        assert (run0.prefixes - run4.prefixes).abs().max() <= 1e-6
+
+
+def test_targets_outside_the_loss_positions_are_an_error():
+    settings = TrainSettings(method="pretrain", max_iters=2, batch_size=ROWS, loss_positions=3, progress=False)
+    with pytest.raises(ValueError, match="targets outside its last loss_positions=3 positions"):
+        train(base_model(), settings, batch_fn([fixed_batches(0, 2)]))

@@ -4,7 +4,9 @@
     python -m mingpt.bench --large-batch 4096 --steps 50
 
 Times the real training loop (`mingpt.trainer.train`, data generation included) for pretraining
-and prefix-tuning, and data generation alone, and prints a markdown table.
+and prefix-tuning, and data generation alone (drawn as training draws it: one sampler call per
+`BATCHES_PER_DRAW` steps), and prints a markdown table. Each time is the median of `--repeats`
+measurements, since other processes on a small machine make single measurements noisy.
 """
 
 import argparse
@@ -13,7 +15,7 @@ import time
 import torch
 
 from . import tasks
-from .experiments import default_device, hardware
+from .experiments import BATCHES_PER_DRAW, batch_stream, default_device, hardware
 from .model import GPT, GPTConfig
 from .trainer import TrainSettings, train
 
@@ -37,28 +39,38 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def step_time(config: GPTConfig, method: str, batch: int, prefix_len: int, steps: int, device) -> float:
+def _median(values) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def step_time(config: GPTConfig, method: str, batch: int, prefix_len: int, steps: int, device,
+              repeats: int = 1) -> float:
     """Seconds per training step: (time of warm-up + steps) - (time of warm-up), divided by steps."""
     ids = torch.zeros(batch, dtype=torch.long, device=device)
-    get_batch = lambda g: tasks.make_batch(ids, prefix_len, "train", g, device)
 
     def run(iters):
         settings = TrainSettings(method=method, max_iters=iters, batch_size=batch, prefix_len=prefix_len,
                                  autocast_bf16=torch.device(device).type == "cuda", progress=False,
+                                 loss_positions=tasks.OUTPUT_LEN,
                                  log_every=10 ** 9)
-        train(GPT(config), settings, get_batch, device)
+        train(GPT(config), settings, batch_stream(lambda g: ids, prefix_len, device), device)
 
     warmup = max(3, steps // 5)
     run(warmup)  # first call compiles kernels and warms the allocator
-    return (_timed(lambda: run(warmup + steps), device) - _timed(lambda: run(warmup), device)) / steps
+    return _median([(_timed(lambda: run(warmup + steps), device) - _timed(lambda: run(warmup), device)) / steps
+                    for _ in range(repeats)])
 
 
-def data_time(batch: int, prefix_len: int, steps: int, device) -> float:
-    ids = torch.zeros(batch, dtype=torch.long, device=device)
+def data_time(batch: int, prefix_len: int, steps: int, device, repeats: int = 1) -> float:
+    """Seconds of data generation per training step."""
+    per_draw = BATCHES_PER_DRAW
+    ids = torch.zeros(batch * per_draw, dtype=torch.long, device=device)
     g = torch.Generator(device=device).manual_seed(0)
-    tasks.make_batch(ids, prefix_len, "train", g, device)
-    return _timed(lambda: [tasks.make_batch(ids, prefix_len, "train", g, device) for _ in range(steps)],
-                  device) / steps
+    draw = lambda: tasks.make_batch(ids, prefix_len, "train", g, device)
+    draw()
+    draws = max(1, steps // per_draw)
+    return _median([_timed(lambda: [draw() for _ in range(draws)], device) / (draws * per_draw)
+                    for _ in range(repeats)])
 
 
 def main(argv=None):
@@ -67,12 +79,14 @@ def main(argv=None):
     parser.add_argument("--device", default=None)
     parser.add_argument("--large-batch", type=int, default=None, help="default: 4096 on GPU, 1024 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 100 GPU, 10 CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="median of this many (default: 1 GPU, 5 CPU)")
     parser.add_argument("--configs", nargs="+", type=int, default=[0, 1, 2], help="indices into CONFIGS")
     args = parser.parse_args(argv)
     device = args.device or default_device()
     gpu = torch.device(device).type == "cuda"
     large = args.large_batch or (4096 if gpu else 1024)
     steps = args.steps or (100 if gpu else 10)
+    repeats = args.repeats or (1 if gpu else 5)
     print(f"device: {hardware(device)}; precision: {'bf16 autocast' if gpu else 'fp32'}\n")
     print("| config | batch | pretrain ms/step | pretrain µs/sample | prefix ms/step | prefix µs/sample "
           "| data ms/batch | data % of prefix step |")
@@ -82,9 +96,9 @@ def main(argv=None):
         config = GPTConfig(block_size=prefix_len + 20, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                            attn_layernorm=ln)
         for batch in (64, large):
-            pre = step_time(config, "pretrain", batch, prefix_len, steps, device)
-            pt = step_time(config, "prefix", batch, prefix_len, steps, device)
-            data = data_time(batch, prefix_len, steps, device)
+            pre = step_time(config, "pretrain", batch, prefix_len, steps, device, repeats)
+            pt = step_time(config, "prefix", batch, prefix_len, steps, device, repeats)
+            data = data_time(batch, prefix_len, steps, device, repeats)
             print(f"| {name} | {batch} | {pre * 1e3:.2f} | {pre / batch * 1e6:.2f} | {pt * 1e3:.2f} | "
                   f"{pt / batch * 1e6:.2f} | {data * 1e3:.3f} | {100 * data / pt:.1f} |", flush=True)
 

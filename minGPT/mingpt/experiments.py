@@ -42,6 +42,7 @@ from .model import GPT, GPTConfig
 from .trainer import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[2]
+BATCHES_PER_DRAW = 16  # training batches generated per sampler call (see batch_stream)
 EXPERIMENTS = ("A", "B", "C", "D")
 PROFILES = ("paper", "gpu", "cpu", "quick")
 
@@ -245,6 +246,24 @@ def hardware(device: str) -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
+def batch_stream(draw_task_ids, prefix_len: int, device):
+    """get_batch for the trainer; draw_task_ids(generator) gives one batch's task ids.
+
+    Draws BATCHES_PER_DRAW steps' batches at once: the sampler's fixed cost per call (and on a GPU
+    its one host synchronisation) is paid once every BATCHES_PER_DRAW steps. A run resumed from a
+    checkpoint starts a fresh draw (the rest of the last one is skipped).
+    """
+    queue = []
+
+    def get_batch(generator):
+        if not queue:
+            ids = torch.cat([draw_task_ids(generator) for _ in range(BATCHES_PER_DRAW)])
+            x, y = tasks.make_batch(ids, prefix_len, "train", generator, device)
+            queue.extend(zip(x.chunk(BATCHES_PER_DRAW), y.chunk(BATCHES_PER_DRAW)))
+        return queue.pop(0)
+    return get_batch
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -333,6 +352,7 @@ class Runner:
         return TrainSettings(method=method, max_iters=phase.iters, batch_size=phase.batch_size,
                              learning_rate=phase.lr, lr_schedule=phase.schedule, warmup_iters=phase.warmup,
                              seed=seed, autocast_bf16=torch.device(self.device).type == "cuda",
+                             loss_positions=tasks.OUTPUT_LEN,
                              checkpoint_path=str(scratch), checkpoint_every=max(1, phase.iters // 10),
                              log_every=max(1, phase.iters // 50), progress=self.progress, **kw)
 
@@ -340,28 +360,14 @@ class Runner:
         """get_batch for the trainer: `rows_per_task` rows of each task, in task order."""
         ids = torch.tensor([tasks.TASKS.index(t) for t in task_names], device=self.device)
         ids = ids.repeat_interleave(rows_per_task)
-        return self._stream(lambda generator: ids, prefix_len)
+        return batch_stream(lambda generator: ids, prefix_len, self.device)
 
     def _mixture_batches(self, task_names, rows: int, prefix_len: int):
         """get_batch for pretraining: every row draws its task uniformly from `task_names`."""
         ids = torch.tensor([tasks.TASKS.index(t) for t in task_names], device=self.device)
-        return self._stream(
+        return batch_stream(
             lambda generator: ids[torch.randint(len(ids), (rows,), generator=generator, device=self.device)],
-            prefix_len)
-
-    def _stream(self, draw_task_ids, prefix_len: int):
-        """get_batch that draws several steps' batches at once on a GPU: the sampler's one host
-        synchronisation then happens once every `steps_per_draw` steps, not every step."""
-        steps_per_draw = 16 if torch.device(self.device).type == "cuda" else 1
-        queue = []
-
-        def get_batch(generator):
-            if not queue:
-                ids = torch.cat([draw_task_ids(generator) for _ in range(steps_per_draw)])
-                x, y = tasks.make_batch(ids, prefix_len, "train", generator, self.device)
-                queue.extend(zip(x.chunk(steps_per_draw), y.chunk(steps_per_draw)))
-            return queue.pop(0)
-        return get_batch
+            prefix_len, self.device)
 
     def pretrained(self, spec: Experiment, seed: int) -> GPT:
         path = self.paths.component(spec.name, seed, "pretrained")

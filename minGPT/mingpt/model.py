@@ -71,11 +71,15 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()   # hook: attention probabilities (B, n_head, T, T_keys)
         self.hook_head_out = HookPoint()  # hook: per-head outputs sum_j A_ij v_j (B, n_head, T, head_dim)
 
-    def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None
+    def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None, queries_from: int = 0
                 ) -> Tuple[torch.Tensor, LayerCache]:
+        """x (B, T, C) -> output (B, T - queries_from, C): keys and values come from every position,
+        queries only from positions queries_from.. (the others' outputs would be discarded)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q = q[:, :, queries_from:]
+        T = q.size(2)
         if cache is not None:  # keys and values of earlier positions come from the cache
             k = torch.cat([cache[0], k], dim=2)
             v = torch.cat([cache[1], v], dim=2)
@@ -123,11 +127,13 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.hook_attn_out = HookPoint()  # hook: attention-block output before the residual add (B, T, C)
 
-    def forward(self, x, layer_prefix: Optional[torch.Tensor] = None, cache: Optional[LayerCache] = None):
+    def forward(self, x, layer_prefix: Optional[torch.Tensor] = None, cache: Optional[LayerCache] = None,
+                outputs_from: int = 0):
+        """x (B, T, C) -> (B, T - outputs_from, C): the outputs at positions outputs_from.. only."""
         if layer_prefix is not None:  # prefix-tuning: the attention input at positions 0..n_S-1 is the prefix
             x = torch.cat([layer_prefix.expand(x.size(0), -1, -1).to(x.dtype), x[:, layer_prefix.size(-2):]], dim=1)
-        attn_out, new_cache = self.attn(self.ln_1(x), cache)
-        x = x + self.hook_attn_out(attn_out)
+        attn_out, new_cache = self.attn(self.ln_1(x), cache, queries_from=outputs_from)
+        x = x[:, outputs_from:] + self.hook_attn_out(attn_out)
         x = x + self.mlp(self.ln_2(x))
         return x, new_cache
 
@@ -162,21 +168,29 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, prefix: Optional[torch.Tensor] = None,
                 targets: Optional[torch.Tensor] = None, cache: Optional[List[LayerCache]] = None,
-                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                logits_to_keep: int = 0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """idx (B, T) token ids; prefix (n_layer, n_S, C) or (B, n_layer, n_S, C) replaces the first n_S
         positions in every layer; targets (B, T) with -1 where no loss is taken.
 
-        Returns (logits (B, T, vocab), mean cross-entropy or None). With ``cache`` (a list that
-        `generate` passes), the pass continues from the cached positions and appends to the list.
+        Returns (logits (B, T, vocab), mean cross-entropy or None). ``logits_to_keep=n`` > 0 returns
+        the logits of the last n positions only, (B, n, vocab), and skips the last layer's work at
+        the other positions (the same numbers, less compute: training losses sit on the last outputs);
+        targets then have shape (B, n). With ``cache`` (a list that `generate` passes), the pass
+        continues from the cached positions and appends to the list.
         """
-        logits, _ = self._forward(idx, prefix, cache)
+        logits, _ = self._forward(idx, prefix, cache, logits_to_keep)
         loss = None
         if targets is not None:
+            if targets.shape != logits.shape[:2]:
+                raise ValueError(f"targets have shape {tuple(targets.shape)} but the logits {tuple(logits.shape[:2])}; "
+                                 "with logits_to_keep=n pass the targets of the last n positions")
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
-    def _forward(self, idx, prefix, cache):
+    def _forward(self, idx, prefix, cache, logits_to_keep=0):
         B, T = idx.shape
+        if not 0 <= logits_to_keep <= T:
+            raise ValueError(f"logits_to_keep={logits_to_keep} must lie in 0..T={T} (0 keeps every position)")
         start = cache[0][0].size(2) if cache else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} positions exceeds block_size={self.config.block_size}; "
@@ -185,9 +199,11 @@ class GPT(nn.Module):
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         new_cache = []
+        last = self.config.n_layer - 1
         for layer, block in enumerate(self.transformer.h):
             layer_prefix = None if prefix is None else prefix[..., layer, :, :]  # prefix-tuning
-            x, layer_cache = block(x, layer_prefix, cache[layer] if cache else None)
+            outputs_from = T - logits_to_keep if layer == last and logits_to_keep else 0
+            x, layer_cache = block(x, layer_prefix, cache[layer] if cache else None, outputs_from)
             new_cache.append(layer_cache)
         if cache is not None:
             cache[:] = new_cache

@@ -26,6 +26,7 @@ from math import comb
 import torch
 
 INPUT_LEN = 10
+OUTPUT_LEN = INPUT_LEN  # every task maps 10 digits to 10; the loss sits on these last positions
 N_INPUT_DIGITS = 8  # input digits are 0..7
 VOCAB_SIZE = 10
 TASKS = ("sort_asc", "sort_desc", "add1", "add2", "sort_asc_add1", "double_hist")
@@ -56,6 +57,12 @@ _SOLVERS = {
     "double_hist": _double_hist,
 }
 
+def _every_solution(inputs):
+    """(B, 10) -> (n_tasks, B, 10): every task's outputs in TASKS order, from one shared sort."""
+    ascending = _sort_asc(inputs)
+    return torch.stack([ascending, ascending.flip(-1), inputs + 1, inputs + 2, ascending + 1,
+                        _double_hist(inputs)])
+
 def task_index(task: str) -> int:
     """Position of `task` in TASKS (the task ids that make_batch takes)."""
     if task not in _SOLVERS:
@@ -84,6 +91,7 @@ _MULTIPLIERS = (0x1E3779B9, 0x05EBCA6B, 0x02B2AE35)  # odd, so invertible modulo
 _INVERSES = tuple(pow(m, -1, 1 << CODE_BITS) for m in _MULTIPLIERS)
 _XORSHIFT = 15  # >= CODE_BITS / 2, so h ^ (h >> 15) is its own inverse on 30-bit codes
 
+@lru_cache(maxsize=None)
 def _digit_shifts(device):
     return CODE_BITS - 3 * torch.arange(1, INPUT_LEN + 1, device=device)  # first digit is the top
 
@@ -136,18 +144,17 @@ N_FEW_DISTINCT = _count_few_distinct()  # 346,227,904, so p = P(<= 5 distinct) =
 # in 700 re-samples a row, which costs one more small call).
 N_CANDIDATES = 16
 
-def _popcount8(m):
-    """Number of set bits of integers below 256, elementwise."""
-    m = m - ((m >> 1) & 0x55)
-    m = (m & 0x33) + ((m >> 2) & 0x33)
-    return (m + (m >> 4)) & 0x0F
+@lru_cache(maxsize=None)
+def _popcount_table(device):
+    """(256,) number of set bits of each byte."""
+    return torch.tensor([bin(m).count("1") for m in range(256)], device=device)
 
 def _n_distinct(codes):
     """(...) codes -> (...) number of distinct digits."""
     bits = 1 << decode(codes)  # (..., 10) one bit per digit value
     bits = bits[..., :5] | bits[..., 5:]  # (..., 5) OR-reduce the ten positions
     present = bits[..., 0] | bits[..., 1] | bits[..., 2] | bits[..., 3] | bits[..., 4]
-    return _popcount8(present)
+    return _popcount_table(codes.device)[present]
 
 def _sample_codes(n, split, generator, device, exclude_constant):
     """(n,) codes of inputs from the input distribution restricted to `split`."""
@@ -192,8 +199,7 @@ def make_batch(task_ids: torch.Tensor, prefix_len: int, split: str = "train",
     B = task_ids.shape[0]
     inputs = sample_inputs(B, split, generator, device,
                            exclude_constant=task_ids == TASKS.index("double_hist"))
-    every_solution = torch.stack([_SOLVERS[task](inputs) for task in TASKS])  # (n_tasks, B, 10)
-    outputs = every_solution[task_ids, torch.arange(B, device=device)]  # (B, 10)
+    outputs = _every_solution(inputs)[task_ids, torch.arange(B, device=device)]  # (B, 10)
     pads = torch.zeros(B, prefix_len, dtype=torch.long, device=device)
     sequence = torch.cat([pads, inputs, outputs], dim=1)  # (B, prefix_len + 20)
     x = sequence[:, :-1]

@@ -43,6 +43,8 @@ class TrainSettings:
     betas: Tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.1            # weight matrices only
     grad_clip: float = 1.0               # max gradient norm (per prefix for method "prefix")
+    loss_positions: int = 0              # >0: targets lie in the last this many positions only, and
+                                         # the model's last layer computes just those (0: anywhere)
     lr_schedule: str = "constant"        # "constant" or "cosine" (to 10 % of learning_rate)
     warmup_iters: int = 0
     n_prefixes: int = 1                  # prefix: how many prefixes train together
@@ -88,9 +90,13 @@ def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu")
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, s)
         x, y = get_batch(data_rng)
+        if s.loss_positions:
+            if step == result.step:
+                _check_loss_positions(y, s.loss_positions)
+            y = y[:, -s.loss_positions:]
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=s.autocast_bf16):
             prefix = None if prefixes is None else prefixes[rows_per_prefix]  # (rows, n_layer, n_S, C)
-            logits, _ = model(x, prefix=prefix)
+            logits, _ = model(x, prefix=prefix, logits_to_keep=s.loss_positions)
         loss_per_prefix = _loss_per_prefix(logits, y, s.n_prefixes if prefixes is not None else 1)
         optimizer.zero_grad(set_to_none=True)
         loss_per_prefix.sum().backward()
@@ -130,8 +136,7 @@ def _adamw(model: GPT, params: List[nn.Parameter], s: TrainSettings, device) -> 
     decay = [p for p in params if p.dim() == 2 and id(p) not in embeddings]
     no_decay = [p for p in params if not (p.dim() == 2 and id(p) not in embeddings)]
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = torch.device(device).type == "cuda"
-    return torch.optim.AdamW(groups, lr=s.learning_rate, betas=s.betas, fused=fused)
+    return torch.optim.AdamW(groups, lr=s.learning_rate, betas=s.betas, fused=True)  # one fused kernel, CPU or GPU
 
 
 def _learning_rate(step: int, s: TrainSettings) -> float:
@@ -141,6 +146,13 @@ def _learning_rate(step: int, s: TrainSettings) -> float:
         return s.learning_rate
     progress = (step - s.warmup_iters) / max(1, s.max_iters - s.warmup_iters)
     return s.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _check_loss_positions(y: torch.Tensor, n: int) -> None:
+    """Refuse a batch with targets before its last n positions: their loss would be dropped silently."""
+    if n > y.size(1) or bool((y[:, :y.size(1) - n] != -1).any()):
+        raise ValueError(f"the batch has targets outside its last loss_positions={n} positions (targets of "
+                         f"shape {tuple(y.shape)}); set TrainSettings.loss_positions=0 or to cover every target")
 
 
 def _loss_per_prefix(logits: torch.Tensor, y: torch.Tensor, n_groups: int) -> torch.Tensor:
