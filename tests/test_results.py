@@ -1,11 +1,12 @@
 """The committed runs: the paper's claims against our results files, and the checkpoint manifests."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from mingpt import checkpoint, paper, report
+from mingpt import checkpoint, experiments, paper, report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = sorted((ROOT / "results" / "section5").glob("*/*.json"))
@@ -82,3 +83,25 @@ def test_manifest_entries_match_their_files(manifest):
 def test_committed_checkpoints_stay_under_30_mb():
     total = sum(p.stat().st_size for p in (ROOT / "minGPT" / "checkpoints").rglob("*") if p.is_file())
     assert total <= 30 * 2 ** 20
+
+
+def _trained_with(entry: dict):
+    """(phase, restarts) the current profile specifies for a manifest entry's component."""
+    spec = experiments.profile(entry["profile"])[entry["experiment"]]
+    if entry["method"] == "pretrain":
+        return spec.pretrain, None
+    if entry["method"] == "finetune":
+        return spec.finetune, None
+    if entry["method"] == "prefix":
+        return next(p for g, p in spec.prefix_groups if list(g) == entry["tasks"]), spec.prefix_restarts
+    return next(l.phase for l in spec.loras if list(l.targets) == entry["targets"]), None
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=[str(m.relative_to(ROOT)) for m in MANIFESTS])
+def test_committed_components_match_the_current_profiles(manifest):
+    """A profile edited after its run would make `make reproduce` retrain: every entry must match."""
+    for key, entry in json.loads(manifest.read_text()).items():
+        phase, restarts = _trained_with(entry)
+        assert entry["phase"] == asdict(phase), key
+        if restarts is not None:
+            assert entry["restarts"] == restarts, key

@@ -111,6 +111,8 @@ def test_checkpoint_of_another_run_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="holds a 'prefix' run, not 'pretrain'"):
         train(base_model(), TrainSettings(method="pretrain", checkpoint_path=path, progress=False),
               batch_fn([fixed_batches(0, 5)]))
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate: 0.05 there, 0.01 here\)"):
+        train(base_model(), prefix_settings(checkpoint_path=path, learning_rate=0.01), batch_fn([fixed_batches(0, 5)]))
     other = GPT(GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=2, n_embd=16))
     with pytest.raises(ValueError, match="another model configuration"):
         train(other, prefix_settings(checkpoint_path=path), batch_fn([fixed_batches(0, 5)]))

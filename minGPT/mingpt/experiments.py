@@ -293,10 +293,18 @@ class Store:
     def key(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def load(self, path: Path) -> Optional[dict]:
-        """The stored component, or None when it must be (re)trained."""
+    SPEC_FIELDS = ("method", "phase", "tasks", "restarts", "targets")  # what a component was trained with
+
+    def load(self, path: Path, meta: dict) -> Optional[dict]:
+        """The stored component, or None when it must be (re)trained: missing, --retrain, or stored
+        with other settings than `meta` (the profile changed since)."""
         entry = self._manifest(path).get(self.key(path))
         if self.retrain or entry is None or not path.exists():
+            return None
+        changed = [f for f in self.SPEC_FIELDS if f in meta and entry.get(f) != meta[f]]
+        if changed:
+            print(f"{self.key(path)} was trained with other settings than the profile's now "
+                  f"({', '.join(f'{f}: {entry.get(f)} -> {meta[f]}' for f in changed)}); training it again")
             return None
         return checkpoint.read(path, expected_sha256=entry["sha256"])
 
@@ -372,7 +380,8 @@ class Runner:
     def pretrained(self, spec: Experiment, seed: int) -> GPT:
         path = self.paths.component(spec.name, seed, "pretrained")
         config = spec.model.config(spec.prefix_len)
-        stored = self.store.load(path)
+        meta = self._meta(spec, seed, "pretrain", spec.pretrain, tasks=list(spec.pretrain_tasks))
+        stored = self.store.load(path, meta)
         if stored is not None:
             return checkpoint.load_model_from(stored, config, path).to(self.device)
         torch.manual_seed(seed)
@@ -381,15 +390,15 @@ class Runner:
         train(model, settings, self._mixture_batches(spec.pretrain_tasks, spec.pretrain.batch_size, spec.prefix_len),
               self.device)
         model.eval()
-        self.store.save(path, checkpoint.model_state(model, half=True),
-                        self._meta(spec, seed, "pretrain", spec.pretrain, tasks=list(spec.pretrain_tasks)))
+        self.store.save(path, checkpoint.model_state(model, half=True), meta)
         return checkpoint.load_model_from(checkpoint.read(path), config, path).to(self.device)
 
     def finetuned(self, spec: Experiment, seed: int, base: GPT, task: str) -> Optional[GPT]:
         """A fully fine-tuned copy of `base`, or None when it is not stored and its accuracy is recorded."""
         path = self.paths.component(spec.name, seed, f"finetuned_{task}")
         config = spec.model.config(spec.prefix_len)
-        stored = self.store.load(path)
+        meta = self._meta(spec, seed, "finetune", spec.finetune, tasks=[task])
+        stored = self.store.load(path, meta)
         if stored is not None:
             return checkpoint.load_model_from(stored, config, path).to(self.device)
         model = GPT(config).to(self.device)
@@ -399,8 +408,7 @@ class Runner:
         model.eval()
         self.store.trained = True
         if spec.save_finetuned:
-            self.store.save(path, checkpoint.model_state(model, half=True),
-                            self._meta(spec, seed, "finetune", spec.finetune, tasks=[task]))
+            self.store.save(path, checkpoint.model_state(model, half=True), meta)
         return model
 
     def prefixes(self, spec: Experiment, seed: int, base: GPT, group: Tuple[str, ...], phase: Phase
@@ -408,9 +416,10 @@ class Runner:
         """Trained prefixes of a group of tasks, and each one's training-loss curve [(step, loss)]."""
         name = "prefixes_" + "_".join(group)
         path = self.paths.component(spec.name, seed, name)
-        stored = self.store.load(path)
+        restarts = spec.prefix_restarts
+        meta = self._meta(spec, seed, "prefix", phase, tasks=list(group), restarts=restarts)
+        stored = self.store.load(path, meta)
         if stored is None:
-            restarts = spec.prefix_restarts
             settings = self._settings(phase, "prefix", seed, self._scratch(spec, seed, name),
                                       n_prefixes=len(group) * restarts, prefix_len=spec.prefix_len)
             result = train(base, settings, self._batches(group * restarts, phase.batch_size, spec.prefix_len),
@@ -423,22 +432,21 @@ class Runner:
             stored = {"prefixes": {t: trained[best[i], i] for i, t in enumerate(group)},
                       "final_loss_per_restart": {t: final[:, i].tolist() for i, t in enumerate(group)},
                       "loss_curves": {t: curve(i) for i, t in enumerate(group)}}
-            self.store.save(path, stored, self._meta(spec, seed, "prefix", phase, tasks=list(group),
-                                                     restarts=restarts))
+            self.store.save(path, stored, meta)
         return {t: p.to(self.device) for t, p in stored["prefixes"].items()}, _loss_curves(stored, group)
 
     def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> GPT:
         path = self.paths.component(spec.name, seed, lora.name)
         model = GPT(base.config).to(self.device)
         model.load_state_dict(base.state_dict())
-        stored = self.store.load(path)
+        meta = self._meta(spec, seed, "lora", lora.phase, tasks=[lora.task], targets=list(lora.targets))
+        stored = self.store.load(path, meta)
         if stored is None:
             settings = self._settings(lora.phase, "lora", seed, self._scratch(spec, seed, lora.name),
                                       lora_rank=1, lora_targets=lora.targets)
             train(model, settings, self._batches((lora.task,), lora.phase.batch_size, prefix_len_of(base)),
                   self.device)
-            self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}},
-                            self._meta(spec, seed, "lora", lora.phase, tasks=[lora.task], targets=list(lora.targets)))
+            self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}}, meta)
         else:
             add_lora(model, rank=1, targets=lora.targets)
             model.load_state_dict(stored["lora"], strict=False)

@@ -65,6 +65,12 @@ class TrainSettings:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose 'constant' or 'cosine'")
 
 
+# settings that define a run: resuming a checkpoint saved under other values is an error (max_iters
+# may grow: a finished run continues)
+RUN_FIELDS = ("batch_size", "learning_rate", "betas", "weight_decay", "grad_clip", "lr_schedule",
+              "warmup_iters", "n_prefixes", "prefix_len", "lora_rank", "lora_targets", "seed")
+
+
 @dataclass
 class TrainResult:
     losses: List[Tuple[int, List[float]]] = field(default_factory=list)  # (step, loss per prefix or [loss])
@@ -201,6 +207,11 @@ def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult) -
     if ckpt["settings"]["method"] != s.method:
         raise ValueError(f"{s.checkpoint_path} holds a {ckpt['settings']['method']!r} run, not {s.method!r}; "
                          "use another checkpoint_path")
+    changed = {f: (ckpt["settings"].get(f), getattr(s, f)) for f in RUN_FIELDS if ckpt["settings"].get(f) != getattr(s, f)}
+    if changed:
+        raise ValueError(f"{s.checkpoint_path} holds a run with other settings ("
+                         + ", ".join(f"{f}: {a!r} there, {b!r} here" for f, (a, b) in changed.items())
+                         + "); delete it to start afresh or use another checkpoint_path")
     trained = ckpt["trained"]
     if s.method == "prefix":
         if trained["prefixes"].shape != result.prefixes.shape:
