@@ -18,15 +18,6 @@ CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (300k pretrai
               "prefix, 150k for the long prefixes, 60k for LoRA, models of width 64-128): prefixes and "
               "LoRA stop before they converge")
 SHORTFALLS = {
-    ("gpu", "B", "0"): {
-        "why": "the ↘ and +1 prefixes plateaued at a training loss of 0.15 per token (the ↗ one reached 0.016): "
-               "most single tokens right, but only 33.5 % and 16.5 % of whole outputs; the ↗ and +2 prefixes "
-               "reach 99.4 % and 100 % and stay at 0 % on the other tasks",
-        "claims": {"B: prefix_sort_desc on sort_asc <= 2.0 %", "B: prefix_sort_desc on sort_desc >= 80.0 %",
-                   "B: prefix_sort_desc on add2 <= 2.0 %", "B: prefix_add1 on sort_asc <= 2.0 %",
-                   "B: prefix_add1 on sort_desc <= 2.0 %", "B: prefix_add1 on add1 >= 80.0 %",
-                   "B: prefix_add1 on add2 <= 2.0 %"},
-    },
     ("cpu", "B", "0"): {
         "why": CPU_BUDGET + "; the pretrained width-128 model reaches only 68 % of the mixture's ceiling",
         "claims": {"B: prefix_sort_asc on sort_asc >= 80.0 %", "B: prefix_sort_asc on add2 <= 2.0 %",
