@@ -22,7 +22,7 @@ TITLES = {
     "D": "D. Prefix-tuning vs LoRA at equal parameter count (notebook 04)",
 }
 PROFILE_NOTES = {
-    "gpu": "the paper's number of training samples per phase, large batches (scripts/gpu_run.sh)",
+    "gpu": "the paper's number of training samples per phase, large batches; the machine that trained each component is in its manifest",
     "cpu": "2-core budgets; smaller models for B (width 128) and C/D (2 layers, width 64)",
 }
 FIGURES = ROOT / "results" / "figures"
