@@ -62,14 +62,14 @@ def step_time(config: GPTConfig, method: str, batch: int, prefix_len: int, steps
 
 
 def data_time(batch: int, prefix_len: int, steps: int, device, repeats: int = 1) -> float:
-    """Seconds of data generation per training step."""
-    per_draw = BATCHES_PER_DRAW
-    ids = torch.zeros(batch * per_draw, dtype=torch.long, device=device)
+    """Seconds of data generation per training step, through the training pipeline (`batch_stream`)."""
+    ids = torch.zeros(batch, dtype=torch.long, device=device)
+    get_batch = batch_stream(lambda g: ids, prefix_len, device)
     g = torch.Generator(device=device).manual_seed(0)
-    draw = lambda: tasks.make_batch(ids, prefix_len, "train", g, device)
-    draw()
-    draws = max(1, steps // per_draw)
-    return _median([_timed(lambda: [draw() for _ in range(draws)], device) / (draws * per_draw)
+    for _ in range(BATCHES_PER_DRAW):  # warm-up: exactly one draw, so each timed run starts a new one
+        get_batch(g)
+    calls = BATCHES_PER_DRAW * max(1, steps // BATCHES_PER_DRAW)
+    return _median([_timed(lambda: [get_batch(g) for _ in range(calls)], device) / calls
                     for _ in range(repeats)])
 
 

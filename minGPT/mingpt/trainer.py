@@ -85,7 +85,7 @@ def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu")
     model.to(device)
     data_rng = torch.Generator(device=device).manual_seed(s.seed)
     params, prefixes = _trainable(model, s, device)
-    optimizer = _adamw(model, params, s, device)
+    optimizer = _adamw(model, params, s)
     result = TrainResult(prefixes=prefixes)
     _resume(model, s, optimizer, data_rng, result)
 
@@ -136,7 +136,7 @@ def _trainable(model: GPT, s: TrainSettings, device) -> Tuple[List[nn.Parameter]
     return [prefixes], prefixes
 
 
-def _adamw(model: GPT, params: List[nn.Parameter], s: TrainSettings, device) -> torch.optim.AdamW:
+def _adamw(model: GPT, params: List[nn.Parameter], s: TrainSettings) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only (not biases, norms, embeddings or prefixes)."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay = [p for p in params if p.dim() == 2 and id(p) not in embeddings]
