@@ -14,29 +14,21 @@ MANIFESTS = sorted((ROOT / "minGPT" / "checkpoints").glob("*/*/manifest.json"))
 
 # Claims a committed run does not meet, each with the reason; README and RESULTS.md report them.
 # The test below requires the failures to be exactly these, so the list cannot go stale.
-CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (300k pretraining samples, 40k per "
-              "prefix, 150k for the long prefixes, 60k for LoRA, models of width 64-128): prefixes and "
-              "LoRA stop before they converge")
+CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (300k-450k pretraining samples, 64k-160k "
+              "per prefix, 60k for LoRA, models of width 64-128)")
 SHORTFALLS = {
     ("cpu", "B", "0"): {
-        "why": CPU_BUDGET + "; the pretrained width-128 model reaches only 68 % of the mixture's ceiling",
-        "claims": {"B: prefix_sort_asc on sort_asc >= 80.0 %", "B: prefix_sort_asc on add2 <= 2.0 %",
-                   "B: prefix_sort_desc on sort_asc <= 2.0 %", "B: prefix_sort_desc on sort_desc >= 80.0 %",
-                   "B: prefix_sort_desc on add1 <= 2.0 %", "B: prefix_sort_desc on add2 <= 2.0 %",
-                   "B: prefix_add1 on add1 >= 80.0 %", "B: prefix_add1 on add2 <= 2.0 %",
-                   "B: prefix_add2 on add1 <= 2.0 %", "B: prefix_add2 on add2 >= 80.0 %"},
+        "why": CPU_BUDGET + "; the pretrained width-128 model sorts poorly (its ↗ and ↘ prefixes reach 70 "
+                            "and 58 %, while +1 and +2 reach 99.7 and 99.97 %)",
+        "claims": {"B: prefix_sort_asc on sort_asc >= 80.0 %", "B: prefix_sort_desc on sort_asc <= 2.0 %",
+                   "B: prefix_sort_desc on sort_desc >= 80.0 %"},
     },
-    ("cpu", "C", "0"): {"why": CPU_BUDGET, "claims": {
-        "C: prefix_sort_asc on sort_asc >= 95.0 %", "C: prefix_sort_desc on sort_desc >= 95.0 %",
-        "C: prefix_add2 on add2 >= 95.0 %", "C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}},
-    ("cpu", "C", "1"): {"why": CPU_BUDGET, "claims": {
-        "C: prefix_sort_asc on sort_asc >= 95.0 %", "C: prefix_sort_desc on sort_desc >= 95.0 %",
-        "C: prefix_add1 on add1 >= 95.0 %", "C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}},
-    ("cpu", "C", "2"): {"why": CPU_BUDGET, "claims": {
-        "C: prefix_sort_asc on sort_asc >= 95.0 %", "C: prefix_sort_desc on sort_desc >= 95.0 %",
-        "C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}},
-    **{("cpu", "D", seed): {"why": CPU_BUDGET, "claims": {"D: lora_mlp_attn_out on double_hist >= 85.0 %"}}
-       for seed in ("0", "1", "2")},
+    **{("cpu", "C", seed): {
+        "why": CPU_BUDGET + "; the composition ↗+1 needs millions of samples (160k reach 2-18 %)",
+        "claims": {"C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}} for seed in ("0", "1", "2")},
+    **{("cpu", "D", seed): {
+        "why": CPU_BUDGET + "; at width 64 the rank-1 LoRA (1,536 parameters) does not learn H",
+        "claims": {"D: lora_mlp_attn_out on double_hist >= 85.0 %"}} for seed in ("0", "1", "2")},
 }
 
 
