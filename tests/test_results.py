@@ -14,15 +14,9 @@ MANIFESTS = sorted((ROOT / "minGPT" / "checkpoints").glob("*/*/manifest.json"))
 
 # Claims a committed run does not meet, each with the reason; README and RESULTS.md report them.
 # The test below requires the failures to be exactly these, so the list cannot go stale.
-CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (300k-450k pretraining samples, 64k-160k "
+CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (300k-1.2M pretraining samples, 64k-160k "
               "per prefix, 60k for LoRA, models of width 64-128)")
 SHORTFALLS = {
-    ("cpu", "B", "0"): {
-        "why": CPU_BUDGET + "; the pretrained width-128 model sorts poorly (its ↗ and ↘ prefixes reach 70 "
-                            "and 58 %, while +1 and +2 reach 99.7 and 99.97 %)",
-        "claims": {"B: prefix_sort_asc on sort_asc >= 80.0 %", "B: prefix_sort_desc on sort_asc <= 2.0 %",
-                   "B: prefix_sort_desc on sort_desc >= 80.0 %"},
-    },
     **{("cpu", "C", seed): {
         "why": CPU_BUDGET + "; the composition ↗+1 needs millions of samples (160k reach 2-18 %)",
         "claims": {"C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}} for seed in ("0", "1", "2")},
@@ -83,8 +77,11 @@ def _trained_with(entry: dict):
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[str(m.relative_to(ROOT)) for m in MANIFESTS])
 def test_committed_components_match_the_current_profiles(manifest):
     """A profile edited after its run would make `make reproduce` retrain: every entry must match."""
-    for key, entry in json.loads(manifest.read_text()).items():
+    entries = json.loads(manifest.read_text())
+    for key, entry in entries.items():
         phase, restarts = _trained_with(entry)
+        if entry["method"] != "pretrain":  # trained from the committed pretrained model of its seed
+            assert entry["base_sha256"] == entries[key.rsplit("/", 1)[0] + "/pretrained.pt"]["sha256"], key
         assert entry["phase"] == asdict(phase), key
         if restarts is not None:
             assert entry["restarts"] == restarts, key

@@ -19,11 +19,13 @@ all prefixes of a phase train together), ``cpu`` (budgets for a 2-core machine; 
 stated) and ``quick`` (seconds; only checks that everything runs).
 
 Every trained component is cached: a checkpoint under ``<root>/minGPT/checkpoints/<profile>`` is
-loaded (its sha256 checked against the manifest) instead of retraining; components too large to
-commit (C's fully fine-tuned models) reuse their recorded accuracies from the results file.
+loaded (its sha256 checked against the manifest) instead of retraining, unless the profile's settings
+or the pretrained model it was trained from changed since; components too large to commit (C's fully
+fine-tuned models) reuse their recorded accuracies from the results file.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -167,7 +169,9 @@ def _cpu_profile() -> Dict[str, Experiment]:
 
     Every prefix trains in 64-row steps at learning rate 1e-2 with cosine decay: at these budgets many
     small steps, large at first, did better than the gpu profile's few large steps at a constant rate.
-    B's n_S = 1 prefixes get 4 initialisations each, the lowest final loss kept (see the gpu profile).
+    B pretrains on 1.2M samples (its four tasks each need about as many as A's one: with 300k its
+    ↗ / ↘ prefixes reached 70 / 59 %) and its n_S = 1 prefixes get 4 initialisations each, the lowest
+    final loss kept (see the gpu profile).
     With width d and L layers the parameter counts still match as in the paper: an n_S = 12 prefix and
     a rank-1 LoRA of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
     """
@@ -181,7 +185,7 @@ def _cpu_profile() -> Dict[str, Experiment]:
         "A": replace(a, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
                      finetune=Phase(150_000, 256, 1e-3, "cosine", 50),
                      prefix_groups=((SORT_DESC, prefix(150_000)),)),
-        "B": replace(b, model=small_b, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
+        "B": replace(b, model=small_b, pretrain=Phase(1_200_000, 256, 2e-3, "cosine", 100),
                      prefix_groups=((MIX, prefix(64_000)),), prefix_restarts=4),
         "C": replace(c, model=small_cd, pretrain=pretrain_cd, finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
                      prefix_groups=((MIX, prefix(160_000)), (("sort_asc_add1", "double_hist"), prefix(160_000))),
@@ -301,12 +305,17 @@ class Store:
     def key(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    SPEC_FIELDS = ("method", "phase", "tasks", "restarts", "targets")  # what a component was trained with
+    # what a component was trained with; base_sha256: the stored pretrained model it was trained from
+    SPEC_FIELDS = ("method", "phase", "tasks", "restarts", "targets", "base_sha256")
+
+    def entry(self, path: Path) -> Optional[dict]:
+        """The manifest entry of a stored component, or None."""
+        return self._manifest(path).get(self.key(path))
 
     def load(self, path: Path, meta: dict) -> Optional[dict]:
         """The stored component, or None when it must be (re)trained: missing, --retrain, or stored
-        with other settings than `meta` (the profile changed since)."""
-        entry = self._manifest(path).get(self.key(path))
+        with other settings than `meta` (the profile or the pretrained model changed since)."""
+        entry = self.entry(path)
         if self.retrain or entry is None or not path.exists():
             return None
         changed = [f for f in self.SPEC_FIELDS if f in meta and entry.get(f) != meta[f]]
@@ -323,7 +332,7 @@ class Store:
                             "sha256": checkpoint.sha256(path), "bytes": path.stat().st_size})
 
     def record_metrics(self, path: Path, metrics: dict) -> None:
-        entry = self._manifest(path).get(self.key(path))
+        entry = self.entry(path)
         if entry is not None and entry.get("metrics") != metrics:
             self._update(path, {**entry, "metrics": metrics})
 
@@ -394,7 +403,7 @@ class Runner:
             return checkpoint.load_model_from(stored, config, path).to(self.device)
         torch.manual_seed(seed)
         model = GPT(config)
-        settings = self._settings(spec.pretrain, "pretrain", seed, self._scratch(spec, seed, "pretrained"))
+        settings = self._settings(spec.pretrain, "pretrain", seed, self._scratch(path, meta))
         train(model, settings, self._mixture_batches(spec.pretrain_tasks, spec.pretrain.batch_size, spec.prefix_len),
               self.device)
         model.eval()
@@ -411,7 +420,7 @@ class Runner:
             return checkpoint.load_model_from(stored, config, path).to(self.device)
         model = GPT(config).to(self.device)
         model.load_state_dict(base.state_dict())
-        settings = self._settings(spec.finetune, "finetune", seed, self._scratch(spec, seed, f"finetuned_{task}"))
+        settings = self._settings(spec.finetune, "finetune", seed, self._scratch(path, meta))
         train(model, settings, self._batches((task,), spec.finetune.batch_size, spec.prefix_len), self.device)
         model.eval()
         self.store.trained = True
@@ -428,7 +437,7 @@ class Runner:
         meta = self._meta(spec, seed, "prefix", phase, tasks=list(group), restarts=restarts)
         stored = self.store.load(path, meta)
         if stored is None:
-            settings = self._settings(phase, "prefix", seed, self._scratch(spec, seed, name),
+            settings = self._settings(phase, "prefix", seed, self._scratch(path, meta),
                                       n_prefixes=len(group) * restarts, prefix_len=spec.prefix_len)
             result = train(base, settings, self._batches(group * restarts, phase.batch_size, spec.prefix_len),
                            self.device)
@@ -450,7 +459,7 @@ class Runner:
         meta = self._meta(spec, seed, "lora", lora.phase, tasks=[lora.task], targets=list(lora.targets))
         stored = self.store.load(path, meta)
         if stored is None:
-            settings = self._settings(lora.phase, "lora", seed, self._scratch(spec, seed, lora.name),
+            settings = self._settings(lora.phase, "lora", seed, self._scratch(path, meta),
                                       lora_rank=1, lora_targets=lora.targets)
             train(model, settings, self._batches((lora.task,), lora.phase.batch_size, prefix_len_of(base)),
                   self.device)
@@ -460,12 +469,19 @@ class Runner:
             model.load_state_dict(stored["lora"], strict=False)
         return model.eval()
 
-    def _scratch(self, spec, seed, name) -> Path:
-        return self.paths.scratch / spec.name / f"seed{seed}" / f"{name}.train.pt"
+    def _scratch(self, path: Path, meta: dict) -> Path:
+        """Resumable training state of the component at `path`, one file per set of training settings
+        (Store.SPEC_FIELDS): an interrupted run resumes, a changed profile or base model starts afresh."""
+        settings = json.dumps({f: meta.get(f) for f in Store.SPEC_FIELDS}, sort_keys=True)
+        digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+        return self.paths.scratch / path.relative_to(self.paths.checkpoints).with_suffix(f".{digest}.train.pt")
 
     def _meta(self, spec, seed, method, phase: Phase, **extra) -> dict:
-        return {"profile": self.profile, "experiment": spec.name, "seed": seed, "method": method,
+        meta = {"profile": self.profile, "experiment": spec.name, "seed": seed, "method": method,
                 "phase": asdict(phase), "iters": phase.iters, **extra}
+        if method != "pretrain":  # trained from this seed's stored pretrained model: retrain if it changes
+            meta["base_sha256"] = self._pretrained_sha256(spec, seed)
+        return meta
 
     # -- the experiment --
 
@@ -476,7 +492,7 @@ class Runner:
         spec, start = self.specs[name], time.time()
         self.store.trained = False
         out = Outcome(spec, seed, self.pretrained(spec, seed))
-        recorded = self._recorded(name, seed)
+        recorded = self._recorded(spec, seed)
         for task in spec.finetune_tasks:
             model = self.finetuned_or_recorded(spec, seed, out.pretrained, task, recorded)
             if model is not None:
@@ -533,11 +549,21 @@ class Runner:
     def _results_path(self, name: str) -> Path:
         return self.paths.results / f"{name}.json"
 
-    def _recorded(self, name: str, seed: int) -> dict:
-        path = self._results_path(name)
+    def _recorded(self, spec: Experiment, seed: int) -> dict:
+        """This seed's results entry, if its fine-tuned rows were trained from the stored pretrained
+        model with the profile's fine-tuning phase (so they hold without their models); else {}."""
+        path = self._results_path(spec.name)
         if not path.exists():
             return {}
-        return json.loads(path.read_text()).get("seeds", {}).get(str(seed), {})
+        entry = json.loads(path.read_text()).get("seeds", {}).get(str(seed), {})
+        return entry if entry.get("trained_from") == self._trained_from(spec, seed) else {}
+
+    def _trained_from(self, spec: Experiment, seed: int) -> dict:
+        return {"base_sha256": self._pretrained_sha256(spec, seed),
+                "finetune_phase": asdict(spec.finetune) if spec.finetune else None}
+
+    def _pretrained_sha256(self, spec: Experiment, seed: int) -> str:
+        return self.store.entry(self.paths.component(spec.name, seed, "pretrained"))["sha256"]
 
     def _write_results(self, out: Outcome) -> None:
         path = self._results_path(out.spec.name)
@@ -548,6 +574,7 @@ class Runner:
         data["seeds"][str(out.seed)] = {
             "hardware": hardware(self.device) if trained_now else previous["hardware"],
             "wall_time_s": round(out.wall_time_s, 1) if trained_now else previous["wall_time_s"],
+            "trained_from": self._trained_from(out.spec, out.seed),
             "param_counts": out.param_counts,
             "accuracy": out.accuracy,
         }
