@@ -167,8 +167,7 @@ def _gpu_profile() -> Dict[str, Experiment]:
 def _cpu_profile() -> Dict[str, Experiment]:
     """2-core budgets: far fewer samples; B uses width 128, C and D 2 layers of width 64.
 
-    Every prefix trains in 64-row steps at learning rate 1e-2 with cosine decay: at these budgets many
-    small steps, large at first, did better than the gpu profile's few large steps at a constant rate.
+    Every prefix trains in many small steps (64 rows) at learning rate 1e-2 with cosine decay.
     B pretrains on 1.2M samples (its four tasks each need about as many as A's one: with 300k its
     ↗ / ↘ prefixes reached 70 / 59 %) and its n_S = 1 prefixes get 4 initialisations each, the lowest
     final loss kept (see the gpu profile).
