@@ -56,6 +56,16 @@ def test_batched_prefixes_equal_separate_training():
     assert (together.prefixes - unclipped.prefixes).abs().max() > 1e-3
 
 
+def test_on_log_sees_every_logged_step_with_the_live_prefixes():
+    seen = []
+    on_log = lambda result: seen.append((result.step, result.prefixes.detach().clone()))
+    result = train(base_model(), prefix_settings(max_iters=5, log_every=2), batch_fn([fixed_batches(0, 5)]),
+                   on_log=on_log)
+    assert [step for step, _ in seen] == [2, 4, 5] == [step for step, _ in result.losses]
+    assert torch.equal(seen[-1][1], result.prefixes.detach())
+    assert not torch.equal(seen[0][1], seen[-1][1])
+
+
 def test_prefix_tuning_leaves_the_model_unchanged():
     model = base_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -78,8 +78,13 @@ class TrainResult:
     step: int = 0
 
 
-def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu") -> TrainResult:
-    """Train `model` (in place; LoRA adapters are added to it) and return losses and prefixes."""
+def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu",
+          on_log: Optional[Callable[[TrainResult], None]] = None) -> TrainResult:
+    """Train `model` (in place; LoRA adapters are added to it) and return losses and prefixes.
+
+    on_log(result), if given, runs every `log_every` steps after the loss is logged (result.prefixes
+    holds the live prefixes; LoRA adapters live in `model`), e.g. to evaluate along the way.
+    """
     s = settings
     torch.manual_seed(s.seed)
     model.to(device)
@@ -114,6 +119,8 @@ def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu")
             result.losses.append((done, loss_per_prefix.detach().float().cpu().tolist()))
             bar.set_postfix(loss=f"{loss_per_prefix.mean().item():.4f}")
         result.step = done
+        if on_log is not None and (done % s.log_every == 0 or done == s.max_iters):
+            on_log(result)
         if s.checkpoint_path and (done % s.checkpoint_every == 0 or done == s.max_iters):
             _save(model, s, optimizer, data_rng, result)
     return result

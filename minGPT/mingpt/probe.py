@@ -1,0 +1,133 @@
+"""Accuracy against training samples for one prefix or rank-1 LoRA: what a budget buys.
+
+    python -m mingpt.probe C --method prefix --task sort_asc_add1 --samples 640000
+    python -m mingpt.probe D --method lora --task double_hist --samples 1000000 --lr 5e-3
+    python -m mingpt.probe D --model 4/4/64 --pretrain-samples 600000 --method lora --samples 500000
+
+Trains one component on the profile's stored pretrained model of the experiment and seed or, with
+--model, on a model of that shape pretrained with the profile's pretraining phase (its sample count
+set by --pretrain-samples) and cached under runs/probe/. The component's training phase is the cpu
+profile's prefix phase (64-row steps, warm-up 20, cosine decay) with the given samples and learning
+rate. Every samples/--evals training samples it is evaluated on the first --eval-samples test inputs;
+at the end on 3,200. The record goes to results/probes/<name>.json; nothing under checkpoints changes.
+"""
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from . import tasks
+from .experiments import REPO, ModelSpec, Phase, Runner, accuracies, hardware
+from .model import GPT
+from .trainer import TrainSettings, train
+
+METHODS = ("prefix", "lora")
+LORA_TARGETS = {"C": ("mlp",), "D": ("mlp", "attn_out")}  # as the experiments' LoRAs
+
+
+def parse_model(text: str) -> ModelSpec:
+    try:
+        n_layer, n_head, n_embd = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--model takes layers/heads/width, e.g. 4/4/64, not {text!r}") from None
+    return ModelSpec(n_layer, n_head, n_embd)
+
+
+def probe(experiment: str, method: str, task: str, samples: int, lr: float, profile: str = "cpu",
+          seed: int = 0, model: str = "", pretrain_samples: int = 0, evals: int = 8,
+          eval_samples: int = 640, progress: bool = True) -> dict:
+    """Train the component, evaluating along the way; return the record (see module docstring)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if task not in tasks.TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {tasks.TASKS}")
+    start = time.time()
+    runner = Runner(profile, progress=progress)
+    if experiment not in runner.specs:
+        raise ValueError(f"unknown experiment {experiment!r}; choose from {tuple(runner.specs)}")
+    spec = runner.specs[experiment]
+    if model:  # another shape: pretrained (once) into runs/probe/, never into the committed checkpoints
+        spec = replace(spec, model=parse_model(model),
+                       pretrain=replace(spec.pretrain, samples=pretrain_samples or spec.pretrain.samples))
+        root = REPO / "runs" / "probe" / f"{model.replace('/', 'x')}-{spec.pretrain.samples}"
+        runner = Runner(profile, root=root, progress=progress)
+        runner.specs[experiment] = spec
+    base = runner.pretrained(spec, seed)
+
+    phase = Phase(samples, 64, lr, "cosine", 20)
+    settings = TrainSettings(method=method, max_iters=phase.iters, batch_size=phase.batch_size,
+                             learning_rate=lr, lr_schedule=phase.schedule, warmup_iters=phase.warmup,
+                             seed=seed, loss_positions=tasks.OUTPUT_LEN, log_every=max(1, phase.iters // evals),
+                             n_prefixes=1, prefix_len=spec.prefix_len, lora_rank=1,
+                             lora_targets=LORA_TARGETS.get(experiment, ("mlp",)), progress=progress)
+    trained = base
+    if method == "lora":
+        trained = GPT(base.config)
+        trained.load_state_dict(base.state_dict())
+
+    def evaluate(result, n):
+        prefix = result.prefixes[0].detach() if method == "prefix" else None
+        with torch.no_grad():
+            return accuracies(trained.eval(), (task,), prefix, n)[task]
+
+    curve = []
+    def on_log(result):  # the evaluation grid; the last step is evaluated on 3,200 inputs below
+        if result.step % settings.log_every == 0:
+            curve.append((result.step * phase.batch_size, evaluate(result, eval_samples)))
+    result = train(trained, settings, runner._batches((task,), phase.batch_size, spec.prefix_len),
+                   runner.device, on_log=on_log)
+    n_layer, d = base.config.n_layer, base.config.n_embd
+    return {
+        "command": "python -m mingpt.probe " + " ".join(sys.argv[1:]),
+        "profile": profile, "experiment": experiment, "seed": seed,
+        "model": f"{n_layer}/{base.config.n_head}/{d}", "prefix_len": spec.prefix_len,
+        "pretrain": asdict(spec.pretrain),
+        "pretrained_accuracy": accuracies(base, spec.pretrain_tasks, None, 3200),
+        "method": method, "task": task, "phase": asdict(phase),
+        "trained_params": (n_layer * spec.prefix_len * d if method == "prefix"
+                           else sum(p.numel() for p in trained.parameters() if p.requires_grad)),
+        "curve": [{"samples": s, "accuracy": round(a, 2), "eval_samples": eval_samples} for s, a in curve],
+        "final_loss": result.losses[-1][1][0],
+        "final_accuracy": round(evaluate(result, 3200), 2),
+        "hardware": hardware(runner.device), "threads": torch.get_num_threads(),
+        "wall_time_s": round(time.time() - start, 1),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mingpt.probe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="the experiment whose pretrained model is used: C or D")
+    parser.add_argument("--method", default="prefix", choices=METHODS)
+    parser.add_argument("--task", default="sort_asc_add1", choices=tasks.TASKS)
+    parser.add_argument("--samples", type=int, default=640_000, help="training samples (64-row steps)")
+    parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine to 10 %%)")
+    parser.add_argument("--profile", default="cpu", help="whose pretrained model and phases (default cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="", help="layers/heads/width of a model pretrained for the probe")
+    parser.add_argument("--pretrain-samples", type=int, default=0, help="with --model: pretraining samples")
+    parser.add_argument("--evals", type=int, default=8, help="evaluations along the way")
+    parser.add_argument("--eval-samples", type=int, default=640, help="test inputs per evaluation along the way")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "probes", help="where the record goes")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = probe(args.experiment, args.method, args.task, args.samples, args.lr, args.profile, args.seed,
+                   args.model, args.pretrain_samples, args.evals, args.eval_samples, not args.no_progress)
+    name = (f"{args.profile}_{args.experiment}{args.seed}_{record['model'].replace('/', 'x')}_{args.method}_{args.task}"
+            f"_{args.samples}_lr{args.lr:g}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(" ".join(f"{c['samples']}:{c['accuracy']:.1f}" for c in record["curve"]))
+    print(f"{name}: final {record['final_accuracy']:.2f} % after {args.samples:,} samples, {record['wall_time_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
