@@ -380,7 +380,7 @@ class Runner:
                              checkpoint_path=str(scratch), checkpoint_every=max(1, phase.iters // 10),
                              log_every=max(1, phase.iters // 50), progress=self.progress, **kw)
 
-    def _batches(self, task_names: Tuple[str, ...], rows_per_task: int, prefix_len: int):
+    def task_batches(self, task_names: Tuple[str, ...], rows_per_task: int, prefix_len: int):
         """get_batch for the trainer: `rows_per_task` rows of each task, in task order."""
         ids = torch.tensor([tasks.TASKS.index(t) for t in task_names], device=self.device)
         ids = ids.repeat_interleave(rows_per_task)
@@ -420,7 +420,7 @@ class Runner:
         model = GPT(config).to(self.device)
         model.load_state_dict(base.state_dict())
         settings = self._settings(spec.finetune, "finetune", seed, self._scratch(path, meta))
-        train(model, settings, self._batches((task,), spec.finetune.batch_size, spec.prefix_len), self.device)
+        train(model, settings, self.task_batches((task,), spec.finetune.batch_size, spec.prefix_len), self.device)
         model.eval()
         self.store.trained = True
         if spec.save_finetuned:
@@ -438,7 +438,7 @@ class Runner:
         if stored is None:
             settings = self._settings(phase, "prefix", seed, self._scratch(path, meta),
                                       n_prefixes=len(group) * restarts, prefix_len=spec.prefix_len)
-            result = train(base, settings, self._batches(group * restarts, phase.batch_size, spec.prefix_len),
+            result = train(base, settings, self.task_batches(group * restarts, phase.batch_size, spec.prefix_len),
                            self.device)
             # final training loss of each (restart, task): mean of the last five logged losses
             final = torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0).view(restarts, len(group))
@@ -460,7 +460,7 @@ class Runner:
         if stored is None:
             settings = self._settings(lora.phase, "lora", seed, self._scratch(path, meta),
                                       lora_rank=1, lora_targets=lora.targets)
-            train(model, settings, self._batches((lora.task,), lora.phase.batch_size, prefix_len_of(base)),
+            train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size, prefix_len_of(base)),
                   self.device)
             self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}}, meta)
         else:

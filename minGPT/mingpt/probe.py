@@ -79,7 +79,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
     def on_log(result):  # the evaluation grid; the last step is evaluated on 3,200 inputs below
         if result.step % settings.log_every == 0:
             curve.append((result.step * phase.batch_size, evaluate(result, eval_samples)))
-    result = train(trained, settings, runner._batches((task,), phase.batch_size, spec.prefix_len),
+    result = train(trained, settings, runner.task_batches((task,), phase.batch_size, spec.prefix_len),
                    runner.device, on_log=on_log)
     n_layer, d = base.config.n_layer, base.config.n_embd
     return {
@@ -126,7 +126,8 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(" ".join(f"{c['samples']}:{c['accuracy']:.1f}" for c in record["curve"]))
-    print(f"{name}: final {record['final_accuracy']:.2f} % after {args.samples:,} samples, {record['wall_time_s']:.0f} s")
+    print(f"{name}: final {record['final_accuracy']:.2f} % after {args.samples:,} samples, "
+          f"{record['wall_time_s']:.0f} s")
 
 
 if __name__ == "__main__":
