@@ -1,5 +1,6 @@
 """The committed runs: the paper's claims against our results files, and the checkpoint manifests."""
 
+import importlib.util
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -87,3 +88,10 @@ def test_committed_components_match_the_current_profiles(manifest):
         assert entry["phase"] == asdict(phase), key
         if restarts is not None:
             assert entry["restarts"] == restarts, key
+
+
+def test_results_md_is_rendered_from_the_committed_files():
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
+    render_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_results)
+    assert (ROOT / "RESULTS.md").read_text() == render_results.render(), "run python scripts/render_results.py"
