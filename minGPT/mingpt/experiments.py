@@ -372,12 +372,14 @@ class Runner:
 
     # -- components --
 
-    def _settings(self, phase: Phase, method: str, seed: int, scratch: Path, **kw) -> TrainSettings:
+    def train_settings(self, phase: Phase, method: str, seed: int, scratch: Optional[Path] = None,
+                       **kw) -> TrainSettings:
+        """The trainer's settings for `phase`; resumable from `scratch` when given."""
         return TrainSettings(method=method, max_iters=phase.iters, batch_size=phase.batch_size,
                              learning_rate=phase.lr, lr_schedule=phase.schedule, warmup_iters=phase.warmup,
                              seed=seed, autocast_bf16=torch.device(self.device).type == "cuda",
-                             loss_positions=tasks.OUTPUT_LEN,
-                             checkpoint_path=str(scratch), checkpoint_every=max(1, phase.iters // 10),
+                             loss_positions=tasks.OUTPUT_LEN, checkpoint_path=str(scratch) if scratch else None,
+                             checkpoint_every=max(1, phase.iters // 10),
                              log_every=max(1, phase.iters // 50), progress=self.progress, **kw)
 
     def task_batches(self, task_names: Tuple[str, ...], rows_per_task: int, prefix_len: int):
@@ -402,7 +404,7 @@ class Runner:
             return checkpoint.load_model_from(stored, config, path).to(self.device)
         torch.manual_seed(seed)
         model = GPT(config)
-        settings = self._settings(spec.pretrain, "pretrain", seed, self._scratch(path, meta))
+        settings = self.train_settings(spec.pretrain, "pretrain", seed, self._scratch(path, meta))
         train(model, settings, self._mixture_batches(spec.pretrain_tasks, spec.pretrain.batch_size, spec.prefix_len),
               self.device)
         model.eval()
@@ -419,7 +421,7 @@ class Runner:
             return checkpoint.load_model_from(stored, config, path).to(self.device)
         model = GPT(config).to(self.device)
         model.load_state_dict(base.state_dict())
-        settings = self._settings(spec.finetune, "finetune", seed, self._scratch(path, meta))
+        settings = self.train_settings(spec.finetune, "finetune", seed, self._scratch(path, meta))
         train(model, settings, self.task_batches((task,), spec.finetune.batch_size, spec.prefix_len), self.device)
         model.eval()
         self.store.trained = True
@@ -436,7 +438,7 @@ class Runner:
         meta = self._meta(spec, seed, "prefix", phase, tasks=list(group), restarts=restarts)
         stored = self.store.load(path, meta)
         if stored is None:
-            settings = self._settings(phase, "prefix", seed, self._scratch(path, meta),
+            settings = self.train_settings(phase, "prefix", seed, self._scratch(path, meta),
                                       n_prefixes=len(group) * restarts, prefix_len=spec.prefix_len)
             result = train(base, settings, self.task_batches(group * restarts, phase.batch_size, spec.prefix_len),
                            self.device)
@@ -458,7 +460,7 @@ class Runner:
         meta = self._meta(spec, seed, "lora", lora.phase, tasks=[lora.task], targets=list(lora.targets))
         stored = self.store.load(path, meta)
         if stored is None:
-            settings = self._settings(lora.phase, "lora", seed, self._scratch(path, meta),
+            settings = self.train_settings(lora.phase, "lora", seed, self._scratch(path, meta),
                                       lora_rank=1, lora_targets=lora.targets)
             train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size, prefix_len_of(base)),
                   self.device)

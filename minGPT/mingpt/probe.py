@@ -6,9 +6,9 @@
 
 Trains one component on the profile's stored pretrained model of the experiment and seed or, with
 --model, on a model of that shape pretrained with the profile's pretraining phase (its sample count
-set by --pretrain-samples) and cached under runs/probe/. The component's training phase is the cpu
-profile's prefix phase (64-row steps, warm-up 20, cosine decay) with the given samples and learning
-rate. Every samples/--evals training samples it is evaluated on the first --eval-samples test inputs;
+set by --pretrain-samples) and cached under runs/probe/. The component trains with the profile's
+phase for it (the experiment's last prefix group's, or its LoRA's; in the cpu profile 64-row steps,
+warm-up 20, cosine decay) with the given samples and peak learning rate. Every samples/--evals training samples it is evaluated on the first --eval-samples test inputs;
 at the end on 3,200. The record goes to results/probes/<name>.json; nothing under checkpoints changes.
 """
 
@@ -22,12 +22,11 @@ from pathlib import Path
 import torch
 
 from . import tasks
-from .experiments import REPO, ModelSpec, Phase, Runner, accuracies, hardware
+from .experiments import PROFILES, REPO, ModelSpec, Runner, accuracies, hardware
 from .model import GPT
-from .trainer import TrainSettings, train
+from .trainer import train
 
 METHODS = ("prefix", "lora")
-LORA_TARGETS = {"C": ("mlp",), "D": ("mlp", "attn_out")}  # as the experiments' LoRAs
 
 
 def parse_model(text: str) -> ModelSpec:
@@ -59,12 +58,16 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
         runner.specs[experiment] = spec
     base = runner.pretrained(spec, seed)
 
-    phase = Phase(samples, 64, lr, "cosine", 20)
-    settings = TrainSettings(method=method, max_iters=phase.iters, batch_size=phase.batch_size,
-                             learning_rate=lr, lr_schedule=phase.schedule, warmup_iters=phase.warmup,
-                             seed=seed, loss_positions=tasks.OUTPUT_LEN, log_every=max(1, phase.iters // evals),
-                             n_prefixes=1, prefix_len=spec.prefix_len, lora_rank=1,
-                             lora_targets=LORA_TARGETS.get(experiment, ("mlp",)), progress=progress)
+    if method == "prefix":
+        phase = replace(spec.prefix_groups[-1][1], samples=samples, lr=lr)
+        component = dict(n_prefixes=1, prefix_len=spec.prefix_len)
+    else:
+        if not spec.loras:
+            raise ValueError(f"experiment {experiment} trains no LoRA; choose C or D for --method lora")
+        phase = replace(spec.loras[0].phase, samples=samples, lr=lr)
+        component = dict(lora_rank=1, lora_targets=spec.loras[0].targets)
+    settings = replace(runner.train_settings(phase, method, seed, **component),
+                       log_every=max(1, phase.iters // evals))
     trained = base
     if method == "lora":
         trained = GPT(base.config)
@@ -72,8 +75,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
 
     def evaluate(result, n):
         prefix = result.prefixes[0].detach() if method == "prefix" else None
-        with torch.no_grad():
-            return accuracies(trained.eval(), (task,), prefix, n)[task]
+        return accuracies(trained.eval(), (task,), prefix, n)[task]
 
     curve = []
     def on_log(result):  # the evaluation grid; the last step is evaluated on 3,200 inputs below
@@ -107,7 +109,7 @@ def main(argv=None):
     parser.add_argument("--task", default="sort_asc_add1", choices=tasks.TASKS)
     parser.add_argument("--samples", type=int, default=640_000, help="training samples (64-row steps)")
     parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine to 10 %%)")
-    parser.add_argument("--profile", default="cpu", help="whose pretrained model and phases (default cpu)")
+    parser.add_argument("--profile", default="cpu", choices=PROFILES, help="whose pretrained model and phases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="", help="layers/heads/width of a model pretrained for the probe")
     parser.add_argument("--pretrain-samples", type=int, default=0, help="with --model: pretraining samples")

@@ -115,11 +115,12 @@ def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu",
         optimizer.step()
 
         done = step + 1
-        if done % s.log_every == 0 or done == s.max_iters:
+        logged = done % s.log_every == 0 or done == s.max_iters
+        if logged:
             result.losses.append((done, loss_per_prefix.detach().float().cpu().tolist()))
             bar.set_postfix(loss=f"{loss_per_prefix.mean().item():.4f}")
         result.step = done
-        if on_log is not None and (done % s.log_every == 0 or done == s.max_iters):
+        if logged and on_log is not None:
             on_log(result)
         if s.checkpoint_path and (done % s.checkpoint_every == 0 or done == s.max_iters):
             _save(model, s, optimizer, data_rng, result)
