@@ -6,10 +6,11 @@ PY      = $(VENV)/bin/python
 
 .PHONY: reproduce test venv venv-test bench
 
-$(VENV)/.core: requirements.txt
+$(VENV)/.core: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip -q
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core requirements-test.txt

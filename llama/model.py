@@ -62,14 +62,15 @@ def rotary_tables(head_dim: int, n_positions: int, theta: float) -> Tuple[torch.
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x[2i], x[2i+1]) by its position's angle.
+    """Rotate each pair (x[2i], x[2i+1]) by its position's angle, in at least float32 (as Meta's reference,
+    which rotates in complex64 and casts back), so half-precision models round only the result.
 
     x: (bsz, seqlen, n_heads, head_dim); cos, sin: (seqlen, head_dim // 2).
     """
-    pairs = x.unflatten(-1, (-1, 2))
+    pairs = x.to(compute_dtype(x.dtype)).unflatten(-1, (-1, 2))
     even, odd = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos[:, None, :], sin[:, None, :]
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+    cos, sin = cos[:, None, :].to(pairs.dtype), sin[:, None, :].to(pairs.dtype)
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).type_as(x)
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -136,11 +137,15 @@ class Attention(nn.Module):
         queries = xq.transpose(1, 2)  # (bsz, n_local_heads, seqlen, head_dim)
         keys = repeat_kv(xk, self.n_rep).transpose(1, 2)  # (bsz, n_local_heads, start_pos + seqlen, head_dim)
         values = repeat_kv(xv, self.n_rep).transpose(1, 2)
-        scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
-        if mask is not None:
-            scores = scores + mask
-        probs = self.attention_probs(F.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype)).type_as(xq))
-        output = self.head_outputs((probs @ values).transpose(1, 2))
+        if self.attention_probs._forward_hooks:  # recording: the probabilities are materialised only when recorded
+            scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores + mask
+            probs = self.attention_probs(F.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype)).type_as(xq))
+            output = probs @ values
+        else:
+            output = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
+        output = self.head_outputs(output.transpose(1, 2))
         return self.wo(output.reshape(bsz, seqlen, -1))
 
 
@@ -208,6 +213,7 @@ class Transformer(nn.Module):
         *,
         input_embeds: Optional[torch.Tensor] = None,
         prefix: Optional[torch.Tensor] = None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
         """Logits (bsz, seqlen, vocab_size) of a chunk of seqlen = n_virtual + n_tokens positions.
 
@@ -215,7 +221,8 @@ class Transformer(nn.Module):
         tokens. start_pos: position of the chunk in the sequence (0 for the first chunk).
         prefix (first chunk only): (n_layers, prefix_len, dim) shared, or (bsz, n_layers, prefix_len, dim)
         per sample; it takes positions 0..prefix_len-1, the chunk follows, and the next chunk starts at
-        start_pos = prefix_len + seqlen. Logits are returned for the chunk, not for the prefix.
+        start_pos = prefix_len + seqlen. Logits are returned for the chunk, not for the prefix;
+        logits_to_keep=n > 0 returns those of its last n positions only.
         """
         h = self.embed(tokens, input_embeds)  # (bsz, seqlen, dim)
         bsz, seqlen, _ = h.shape
@@ -224,16 +231,23 @@ class Transformer(nn.Module):
         total_len = prefix_len + seqlen
         use_cache = self.start_chunk(bsz, start_pos, total_len, prefix_len)
 
-        cos = self.rope_cos[start_pos : start_pos + total_len].to(h)
-        sin = self.rope_sin[start_pos : start_pos + total_len].to(h)
+        cos = self.rope_cos[start_pos : start_pos + total_len].to(h.device, compute_dtype(h.dtype))
+        sin = self.rope_sin[start_pos : start_pos + total_len].to(h.device, compute_dtype(h.dtype))
         mask = causal_mask(total_len, start_pos, h.dtype, h.device)
         for layer_id, layer in enumerate(self.layers):
             if prefix is not None:  # prefix-tuning: the input to layer l's attention at the prefix is prefix[l]
                 h = torch.cat([prefix[:, layer_id].to(h.dtype), h], dim=1)
             h = layer(h, start_pos, cos, sin, mask, use_cache)
             h = h[:, prefix_len:]  # prefix-tuning: only the content positions go on to the next layer
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
         h = self.norm(h)
         return self.output(h).to(compute_dtype(h.dtype))
+
+    @property
+    def config(self) -> ModelArgs:
+        """The hyperparameters, under the name minGPT's GPT uses (one vocabulary for both families)."""
+        return self.params
 
     def embed(self, tokens: Optional[torch.Tensor], input_embeds: Optional[torch.Tensor]) -> torch.Tensor:
         """Virtual tokens (given as embeddings) followed by the embeddings of the token ids."""

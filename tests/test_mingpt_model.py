@@ -1,5 +1,7 @@
 """minGPT with prefix-tuning hooks: Section 4 identities, caches, per-sample prefixes, GPT-2 parity, LoRA."""
 
+import json
+
 import pytest
 import torch
 
@@ -226,6 +228,50 @@ def test_gpt2_parity_with_transformers(tmp_path, safetensors):
     with torch.no_grad():
         expected = reference(idx).logits
     assert (ours(idx)[0] - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_saved_gpt2_folder_loads_in_transformers_with_the_same_logits(tmp_path, dtype):
+    """save_gpt2 writes what Hugging Face's GPT2LMHeadModel reads: the same logits, and load_gpt2 round-trips."""
+    transformers = pytest.importorskip("transformers")
+    from mingpt.gpt2_weights import load_gpt2, save_gpt2
+    model = random_gpt(dtype=torch.float32)
+    model.lm_head.weight = model.transformer.wte.weight
+    save_gpt2(model, tmp_path, dtype, bos_token_id=0, eos_token_id=0)
+    if dtype == torch.float16:  # compare with the fp16-rounded weights
+        model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    idx = torch.randint(0, 10, (3, 32))
+    with torch.no_grad():
+        expected = reference(idx).logits
+        assert (model(idx)[0] - expected).abs().max() <= 1e-4
+        assert (load_gpt2(tmp_path)(idx)[0] - expected).abs().max() <= 1e-4
+
+
+def test_save_gpt2_refuses_what_gpt2_cannot_hold(tmp_path):
+    from mingpt.gpt2_weights import save_gpt2
+    with pytest.raises(ValueError, match="ties its output layer"):
+        save_gpt2(random_gpt(dtype=torch.float32), tmp_path)
+    with pytest.raises(ValueError, match="LayerNorm before attention"):
+        save_gpt2(random_gpt(attn_layernorm=False, dtype=torch.float32), tmp_path)
+
+
+def test_load_gpt2_names_what_is_wrong_with_the_folder(tmp_path):
+    from mingpt.gpt2_weights import load_gpt2, save_gpt2
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        load_gpt2(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="needs config.json"):
+        load_gpt2(tmp_path)
+    model = random_gpt(dtype=torch.float32)
+    model.lm_head.weight = model.transformer.wte.weight
+    save_gpt2(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"n_layer": 2}))
+    with pytest.raises(ValueError, match="do not match a GPT-2 of this config"):
+        load_gpt2(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config | {"n_embd": 64}))
+    with pytest.raises(ValueError, match="has shape"):
+        load_gpt2(tmp_path)
 
 
 def test_analysis_refuses_a_model_in_training_mode():

@@ -1,8 +1,8 @@
-"""Load GPT-2 weights from a local Hugging Face-style folder into our GPT.
+"""GPT-2 weights in a local Hugging Face-style folder: load them into our GPT, or save our GPT as one.
 
 The folder holds ``config.json`` and ``model.safetensors`` or ``pytorch_model.bin`` (as written by
 ``GPT2LMHeadModel.save_pretrained``). Hugging Face's GPT-2 stores its linear layers as Conv1D, whose
-weight is the transpose of an nn.Linear weight.
+weight is the transpose of an nn.Linear weight, and ties the output layer to the token embedding.
 """
 
 import json
@@ -19,6 +19,9 @@ _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 def gpt2_config(folder) -> GPTConfig:
     """GPTConfig from a Hugging Face GPT-2 config.json (dropout 0: weights are for inference)."""
     path = Path(folder) / "config.json"
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: pass a Hugging Face GPT-2 folder (config.json, "
+                                "model.safetensors, vocab.json, merges.txt)")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a Hugging Face GPT-2 folder needs config.json")
     hf = json.loads(path.read_text())
@@ -61,3 +64,33 @@ def load_gpt2(folder) -> GPT:
             raise ValueError(f"{folder}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
     model.load_state_dict({k: v.float() for k, v in ours.items()})
     return model
+
+
+def save_gpt2(model: GPT, folder, dtype: torch.dtype = torch.float32, **config_fields) -> None:
+    """Write `model` as a Hugging Face GPT-2 folder: config.json and model.safetensors (Conv1D layout, output
+    layer tied to the token embedding, which it must be). config_fields: e.g. bos_token_id, eos_token_id."""
+    from safetensors.torch import save_file
+    c = model.config
+    if not c.attn_layernorm:
+        raise ValueError("GPT-2 has a LayerNorm before attention; this model (attn_layernorm=False) is not a GPT-2")
+    wte, head = model.transformer.wte.weight, model.lm_head.weight
+    if head.data_ptr() != wte.data_ptr() and not torch.equal(head, wte):
+        raise ValueError("GPT-2 ties its output layer to the token embedding, but this model's lm_head differs "
+                         "from transformer.wte: train it with `model.lm_head.weight = model.transformer.wte.weight`")
+    tensors = {}
+    for key, value in model.state_dict().items():
+        if key == "lm_head.weight":
+            continue
+        name = key.removeprefix("transformer.")
+        value = value.t() if name.endswith(_CONV1D) else value
+        tensors["transformer." + name] = value.detach().to(dtype).contiguous().cpu()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
+              "n_positions": c.block_size, "n_ctx": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
+              "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": c.dropout,
+              "embd_pdrop": c.dropout, "attn_pdrop": c.dropout, "layer_norm_epsilon": c.layer_norm_eps,
+              "initializer_range": 0.02, "tie_word_embeddings": True,
+              "torch_dtype": str(dtype).removeprefix("torch."), **config_fields}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -11,6 +11,9 @@ The method is a setting, not a subclass:
 
 AdamW (weight decay on weight matrices only), gradient-norm clipping, seeded data and dropout, a tqdm
 bar, atomic checkpoints and resumption from the last one.
+
+The model is either family: minGPT's `GPT` or LLaMA's `Transformer` (`llama.model`). Both take
+``model(tokens, prefix=..., logits_to_keep=...)`` and name their hyperparameters `model.config`.
 """
 
 import math
@@ -25,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .lora import add_lora, lora_parameters
-from .model import GPT, check_config
+from .model import check_config
 
 METHODS = ("pretrain", "finetune", "prefix", "lora")
 
@@ -78,7 +81,14 @@ class TrainResult:
     step: int = 0
 
 
-def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu",
+def logits_of(model: nn.Module, x: torch.Tensor, prefix: Optional[torch.Tensor] = None,
+              logits_to_keep: int = 0) -> torch.Tensor:
+    """The logits of either family: minGPT's GPT returns (logits, loss), LLaMA's Transformer the logits."""
+    out = model(x, prefix=prefix, logits_to_keep=logits_to_keep)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device="cpu",
           on_log: Optional[Callable[[TrainResult], None]] = None) -> TrainResult:
     """Train `model` (in place; LoRA adapters are added to it) and return losses and prefixes.
 
@@ -107,7 +117,7 @@ def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu",
             y = y[:, -s.loss_positions:]
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=s.autocast_bf16):
             prefix = None if prefixes is None else prefixes[rows_per_prefix]  # (rows, n_layer, n_S, C)
-            logits, _ = model(x, prefix=prefix, logits_to_keep=s.loss_positions)
+            logits = logits_of(model, x, prefix, s.loss_positions)
         loss_per_prefix = _loss_per_prefix(logits, y, s.n_prefixes if prefixes is not None else 1)
         optimizer.zero_grad(set_to_none=True)
         loss_per_prefix.sum().backward()
@@ -127,7 +137,7 @@ def train(model: GPT, settings: TrainSettings, get_batch: BatchFn, device="cpu",
     return result
 
 
-def _trainable(model: GPT, s: TrainSettings, device) -> Tuple[List[nn.Parameter], Optional[nn.Parameter]]:
+def _trainable(model: nn.Module, s: TrainSettings, device) -> Tuple[List[nn.Parameter], Optional[nn.Parameter]]:
     """Set train/eval mode and requires_grad for the method; return the trainable parameters."""
     if s.method in ("pretrain", "finetune"):
         model.train().requires_grad_(True)
@@ -144,9 +154,9 @@ def _trainable(model: GPT, s: TrainSettings, device) -> Tuple[List[nn.Parameter]
     return [prefixes], prefixes
 
 
-def _adamw(model: GPT, params: List[nn.Parameter], s: TrainSettings) -> torch.optim.AdamW:
+def _adamw(model: nn.Module, params: List[nn.Parameter], s: TrainSettings) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only (not biases, norms, embeddings or prefixes)."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embeddings = {id(m.weight) for m in model.modules() if type(m).__name__.endswith("Embedding")}  # also fairscale's
     decay = [p for p in params if p.dim() == 2 and id(p) not in embeddings]
     no_decay = [p for p in params if not (p.dim() == 2 and id(p) not in embeddings)]
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -187,7 +197,7 @@ def _clip(params: List[nn.Parameter], prefixes: Optional[nn.Parameter], max_norm
     prefixes.grad.mul_(scale.view(-1, 1, 1, 1))
 
 
-def _state(model: GPT, s: TrainSettings, prefixes) -> Dict[str, torch.Tensor]:
+def _state(model: nn.Module, s: TrainSettings, prefixes) -> Dict[str, torch.Tensor]:
     """What the method trains: the whole model, the prefixes, or the LoRA adapters."""
     if s.method == "prefix":
         return {"prefixes": prefixes.detach()}
