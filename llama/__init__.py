@@ -2,8 +2,8 @@
 
 from llama.checkpoint import CheckpointError
 from llama.generation import Llama
-from llama.hooks import HookPoint, record
 from llama.model import ModelArgs, Transformer
 from llama.tokenizer import Tokenizer
+from recording import HookPoint, record
 
 __all__ = ["CheckpointError", "HookPoint", "Llama", "ModelArgs", "Tokenizer", "Transformer", "record"]

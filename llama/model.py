@@ -11,7 +11,7 @@ from fairscale.nn.model_parallel.layers import ColumnParallelLinear, ParallelEmb
 from torch import nn
 
 from llama.distributed import setup_model_parallel
-from llama.hooks import HookPoint
+from recording import HookPoint
 
 
 @dataclass
@@ -110,8 +110,8 @@ class Attention(nn.Module):
         self.register_buffer("cache_k", torch.zeros(cache_shape), persistent=False)
         self.register_buffer("cache_v", torch.zeros(cache_shape), persistent=False)
 
-        self.attention_probs = HookPoint()  # (bsz, n_local_heads, seqlen, start_pos + seqlen)
-        self.head_outputs = HookPoint()  # (bsz, seqlen, n_local_heads, head_dim): each head's output before wo
+        self.attention_probs = HookPoint()  # hook: (bsz, n_local_heads, seqlen, start_pos + seqlen)
+        self.head_outputs = HookPoint()  # hook: (bsz, seqlen, n_local_heads, head_dim), each head's output before wo
 
     def forward(
         self,
@@ -137,7 +137,7 @@ class Attention(nn.Module):
         queries = xq.transpose(1, 2)  # (bsz, n_local_heads, seqlen, head_dim)
         keys = repeat_kv(xk, self.n_rep).transpose(1, 2)  # (bsz, n_local_heads, start_pos + seqlen, head_dim)
         values = repeat_kv(xv, self.n_rep).transpose(1, 2)
-        if self.attention_probs._forward_hooks:  # recording: the probabilities are materialised only when recorded
+        if self.attention_probs.active:  # hook: the probabilities are materialised only when recorded
             scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = scores + mask
@@ -167,6 +167,7 @@ class TransformerBlock(nn.Module):
         self.feed_forward = FeedForward(args.dim, ffn_hidden_dim(args))
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.attention_output = HookPoint()  # hook: (bsz, seqlen, dim), what attention adds to the residual stream
 
     def forward(
         self,
@@ -177,7 +178,7 @@ class TransformerBlock(nn.Module):
         mask: Optional[torch.Tensor],
         use_cache: bool,
     ) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), start_pos, cos, sin, mask, use_cache)
+        h = x + self.attention_output(self.attention(self.attention_norm(x), start_pos, cos, sin, mask, use_cache))
         return h + self.feed_forward(self.ffn_norm(h))
 
 

@@ -184,16 +184,17 @@ def test_bad_inputs_raise_clear_errors(model, kwargs, message):
 
 def test_recording_is_off_by_default_and_returns_every_layer_and_head(model):
     hook_points = [m for m in model.modules() if isinstance(m, HookPoint)]
-    assert len(hook_points) == 2 * 2 and not any(m._forward_hooks for m in hook_points)
+    assert len(hook_points) == 3 * 2 and not any(m.active for m in hook_points)
     tokens = torch.randint(0, 61, (2, 5))
-    with torch.no_grad(), record(model, "attention_probs", "head_outputs") as recorded:
+    with torch.no_grad(), record(model, "attention_probs", "head_outputs", "attention_output") as recorded:
         model(tokens, prefix=torch.randn(2, 3, 32))
-    assert not any(m._forward_hooks for m in hook_points)
-    probs = recorded["layers.1.attention.attention_probs"]
-    assert len(probs) == 1 and probs[0].shape == (2, 4, 8, 8)  # (bsz, heads, prefix + tokens, keys)
-    assert torch.allclose(probs[0].sum(-1), torch.ones(2, 4, 8))
-    assert recorded["layers.0.attention.head_outputs"][0].shape == (2, 8, 4, 8)  # (bsz, positions, heads, head_dim)
-    with pytest.raises(ValueError, match=r"hook points are named \['attention_probs', 'head_outputs'\]"):
+    assert not any(m.active for m in hook_points)
+    probs = recorded["attention_probs"]
+    assert len(probs) == 2 and probs[1].shape == (2, 4, 8, 8)  # one per layer: (bsz, heads, prefix + tokens, keys)
+    assert torch.allclose(probs[1].sum(-1), torch.ones(2, 4, 8))
+    assert recorded["head_outputs"][0].shape == (2, 8, 4, 8)  # (bsz, positions, heads, head_dim)
+    assert recorded["attention_output"][0].shape == (2, 8, 32)  # (bsz, positions, dim)
+    with pytest.raises(ValueError, match=r"the hook points are \['attention_probs', 'head_outputs', 'attention_output'\]"):
         with record(model, "attn_scores"):
             pass
 

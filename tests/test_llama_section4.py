@@ -39,7 +39,7 @@ def random_model(n_kv_heads: int) -> Transformer:
 
 def layer0_attention(model: Transformer, tokens: torch.Tensor, prefix=None):
     """Layer 0's attention probabilities (bsz, heads, queries, keys) and head outputs (bsz, queries, heads, head_dim)."""
-    names = ("layers.0.attention.attention_probs", "layers.0.attention.head_outputs")
+    names = ("attention_probs", "head_outputs")
     with torch.no_grad(), record(model, *names) as recorded:
         model(tokens, prefix=prefix)
     return [recorded[name][0] for name in names]

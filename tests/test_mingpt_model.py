@@ -7,7 +7,7 @@ import torch
 
 from mingpt import checkpoint
 from mingpt.lora import add_lora
-from mingpt.model import GPT, GPTConfig
+from mingpt.model import GPT, GPTConfig, record
 
 
 def random_gpt(n_layer=3, n_head=4, n_embd=32, attn_layernorm=True, dtype=torch.float64, seed=0):
@@ -21,7 +21,8 @@ def random_gpt(n_layer=3, n_head=4, n_embd=32, attn_layernorm=True, dtype=torch.
 
 
 def block_inputs(model, idx, prefix):
-    """Residual input of every block in a prefixed forward pass (before the prefix replaces positions)."""
+    """Residual input of every block at the token positions in a prefixed forward pass (the prefix is
+    put in front inside the block)."""
     inputs = []
     handles = [b.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for b in model.transformer.h]
     model(idx, prefix=prefix)
@@ -33,12 +34,12 @@ def block_inputs(model, idx, prefix):
 def attention_of(model, layer, x):
     """(pattern (B,H,T,T), head outputs (B,H,T,hd), values (B,H,T,hd)) of one layer's attention on input x."""
     block = model.transformer.h[layer]
-    with model.record("attn_pattern", "head_out") as rec:
+    with record(model, "attention_probs", "head_outputs") as rec:
         block.attn(block.ln_1(x))
     C = x.size(-1)
     v = block.attn.c_attn(block.ln_1(x))[..., 2 * C:]
     v = v.view(*x.shape[:2], block.attn.n_head, -1).transpose(1, 2)
-    return rec["attn_pattern"][layer], rec["head_out"][layer], v
+    return rec["attention_probs"][layer], rec["head_outputs"][layer].transpose(1, 2), v
 
 
 @pytest.mark.parametrize("n_S", [1, 3])
@@ -52,9 +53,9 @@ def test_section4_identities(n_S, attn_layernorm, layer):
     """
     model = random_gpt(attn_layernorm=attn_layernorm)
     B, T = 4, 12
-    idx = torch.randint(0, 10, (B, n_S + T))
+    idx = torch.randint(0, 10, (B, T))
     prefix = torch.randn(model.config.n_layer, n_S, model.config.n_embd, dtype=torch.float64)
-    content = block_inputs(model, idx, prefix)[layer][:, n_S:]               # (B, T, C)
+    content = block_inputs(model, idx, prefix)[layer]                        # (B, T, C)
     with_prefix = torch.cat([prefix[layer].expand(B, -1, -1), content], 1)   # what the block attends over
 
     A_pt, t_pt, v_pt = attention_of(model, layer, with_prefix)
@@ -68,9 +69,9 @@ def test_section4_identities(n_S, attn_layernorm, layer):
     assert 0.01 < to_prefix.mean() < 0.99  # the prefix takes part of the attention: the identity is not vacuous
 
     # and the model's own pass used exactly this attention at that layer
-    with model.record("attn_pattern") as rec:
+    with record(model, "attention_probs") as rec:
         model(idx, prefix=prefix)
-    assert torch.allclose(rec["attn_pattern"][layer], A_pt, atol=1e-12, rtol=0)
+    assert torch.allclose(rec["attention_probs"][layer], A_pt, atol=1e-12, rtol=0)
 
 
 def test_per_sample_prefix_equals_loop():
@@ -116,13 +117,13 @@ def test_sampled_generation_is_seeded():
 def test_recording_is_off_by_default_and_cleaned_up():
     model = random_gpt()
     idx = torch.randint(0, 10, (2, 6))
-    with model.record("attn_pattern", "attn_out") as rec:
+    with record(model, "attention_probs", "attention_output") as rec:
         model(idx)
-    assert rec["attn_pattern"][1].shape == (2, 4, 6, 6) and rec["attn_out"][0].shape == (2, 6, 32)
-    assert torch.allclose(rec["attn_pattern"][0].sum(-1), torch.ones(2, 4, 6, dtype=torch.float64))
-    assert not any(b.attn.hook_pattern.active or b.hook_attn_out.active for b in model.transformer.h)
+    assert rec["attention_probs"][1].shape == (2, 4, 6, 6) and rec["attention_output"][0].shape == (2, 6, 32)
+    assert torch.allclose(rec["attention_probs"][0].sum(-1), torch.ones(2, 4, 6, dtype=torch.float64))
+    assert not any(b.attn.attention_probs.active or b.attention_output.active for b in model.transformer.h)
     with pytest.raises(ValueError, match="unknown activation"):
-        with model.record("attention"):
+        with record(model, "attention"):
             pass
 
 
@@ -141,7 +142,7 @@ def test_gradients_reach_the_prefix_only():
     ((2, 1, 32), "expected \\(n_layer=3"),      # wrong layer count
     ((3, 1, 16), "n_embd=32"),                  # wrong width
     ((5, 3, 1, 32), "per-sample prefix has batch 5"),
-    ((3, 6, 32), "n_S=6 must be smaller than the sequence length T=6"),
+    ((3, 27, 32), "sequence of 33 positions \\(prefix and cache included\\) exceeds block_size=32"),
 ])
 def test_bad_prefix_is_a_clear_error(shape, message):
     model = random_gpt()

@@ -219,10 +219,10 @@ def test_evaluate_with_stand_in_models():
     assert tasks.evaluate(StandIn("sort_asc"), "sort_desc", n=1000) < 0.01
     assert tasks.evaluate(StandIn("double_hist"), "double_hist", n=3200) == 1.0
 
-    prefix = torch.randn(2, 3, 8)  # (n_layer, n_S, n_embd)
-    tasks.evaluate(oracle, "sort_desc", prefix=prefix, n=100)
-    assert oracle.calls[-1][:2] == ((100, 13), prefix.shape)
-    tasks.evaluate(oracle, "sort_desc", n=100, prefix_len=5)
+    prefix = torch.randn(2, 3, 8)  # (n_layer, prefix_len, n_embd)
+    tasks.evaluate(oracle, "sort_desc", prefix=prefix, n=100, placeholders=3)
+    assert oracle.calls[-1][:2] == ((100, 10), prefix.shape)  # the prefix takes the placeholders' positions
+    tasks.evaluate(oracle, "sort_desc", n=100, placeholders=5)
     assert oracle.calls[-1][:2] == ((100, 15), None)
 
     matrix = tasks.accuracy_matrix(oracle, {"none": None, "desc": prefix}, TASKS[:2], n=200)

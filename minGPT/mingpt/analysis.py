@@ -8,30 +8,35 @@ import torch
 
 from . import tasks
 from .model import GPT
+from .model import record as record_activations
 from .plots import content_attention
 
 PAPER_INPUT = [2, 6, 0, 1, 4, 6, 3, 0, 1, 2]  # the input of the paper's attention figures
 
 
-def with_pads(inputs: torch.Tensor, prefix_len: int, model: GPT) -> torch.Tensor:
-    """(B, 10) inputs -> (B, n_S + 10): the placeholder zeros, then the inputs, on the model's device."""
+def model_input(inputs: torch.Tensor, prefix: Optional[torch.Tensor], prefix_len: int, model: GPT) -> torch.Tensor:
+    """(B, 10) inputs -> what the model reads, on its device: the inputs after the prefix, or after
+    prefix_len placeholder zeros (the pretraining layout) when there is no prefix."""
     if model.training:
         raise ValueError("the model is in training mode, so dropout would perturb what is measured; "
                          "call model.eval() first")
-    pads = torch.zeros(len(inputs), prefix_len, dtype=torch.long)
+    pads = torch.zeros(len(inputs), 0 if prefix is not None else prefix_len, dtype=torch.long)
     return torch.cat([pads, torch.as_tensor(inputs).cpu()], 1).to(next(model.parameters()).device)
 
 
 @torch.no_grad()
 def record(model: GPT, inputs: torch.Tensor, prefix: Optional[torch.Tensor], prefix_len: int,
            *names: str) -> Dict[str, list]:
-    """Record activations over the whole sequence: pads, input and the 10-token greedy output.
-    Adds "tokens" (B, n_S + 20)."""
-    idx = with_pads(inputs, prefix_len, model)
+    """Record activations over the whole sequence: prefix (or placeholders), input and the 10-token greedy
+    output; every recording covers prefix_len + 20 positions either way. Adds "tokens" (B, prefix_len + 20),
+    with zeros where the prefix sits."""
+    idx = model_input(inputs, prefix, prefix_len, model)
     generated = model.generate(idx, tasks.INPUT_LEN, prefix=prefix)
-    with model.record(*names) as rec:
+    with record_activations(model, *names) as rec:
         model(generated, prefix=prefix)
     rec["tokens"] = generated.cpu()
+    if prefix is not None:  # zeros where the prefix sits, as in the pretraining layout
+        rec["tokens"] = torch.cat([torch.zeros(len(inputs), prefix_len, dtype=torch.long), rec["tokens"]], 1)
     return rec
 
 
@@ -40,12 +45,12 @@ def content_attention_spread(model: GPT, prefixes: Dict[str, Optional[torch.Tens
     """Largest difference, over prefix pairs, inputs, heads and positions, of the layer's attention
     among input positions with the prefix column removed and rows rescaled. Section 4: exactly 0
     in the first layer (up to rounding), whatever the prefixes."""
-    idx = with_pads(inputs, prefix_len, model)
     rescaled = []
     for prefix in prefixes.values():
-        with torch.no_grad(), model.record("attn_pattern") as rec:
+        idx = model_input(inputs, prefix, prefix_len, model)
+        with torch.no_grad(), record_activations(model, "attention_probs") as rec:
             model(idx, prefix=prefix)
-        rescaled.append(content_attention(rec["attn_pattern"][layer], prefix_len))
+        rescaled.append(content_attention(rec["attention_probs"][layer], prefix_len))
     return max((a - b).abs().max().item() for a in rescaled for b in rescaled)
 
 

@@ -53,7 +53,8 @@ def step_time(config: GPTConfig, method: str, batch: int, prefix_len: int, steps
                                  autocast_bf16=torch.device(device).type == "cuda", progress=False,
                                  loss_positions=tasks.OUTPUT_LEN,
                                  log_every=10 ** 9)
-        train(GPT(config), settings, batch_stream(lambda g: ids, prefix_len, device), device)
+        placeholders = 0 if method == "prefix" else prefix_len  # a prefix takes the placeholders' positions
+        train(GPT(config), settings, batch_stream(lambda g: ids, placeholders, device), device)
 
     warmup = max(3, steps // 5)
     run(warmup)  # first call compiles kernels and warms the allocator

@@ -257,8 +257,9 @@ def hardware(device: str) -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
-def batch_stream(draw_task_ids, prefix_len: int, device):
-    """get_batch for the trainer; draw_task_ids(generator) gives one batch's task ids.
+def batch_stream(draw_task_ids, placeholders: int, device):
+    """get_batch for the trainer; draw_task_ids(generator) gives one batch's task ids, and each sequence
+    starts with `placeholders` zero pads (0 for prefix-tuning: the prefix takes their positions).
 
     Draws BATCHES_PER_DRAW steps' batches at once: the sampler's fixed cost per call (and on a GPU
     its one host synchronisation) is paid once every BATCHES_PER_DRAW steps. A run resumed from a
@@ -269,7 +270,7 @@ def batch_stream(draw_task_ids, prefix_len: int, device):
     def get_batch(generator):
         if not queue:
             ids = torch.cat([draw_task_ids(generator) for _ in range(BATCHES_PER_DRAW)])
-            x, y = tasks.make_batch(ids, prefix_len, "train", generator, device)
+            x, y = tasks.make_batch(ids, placeholders, "train", generator, device)
             queue.extend(zip(x.chunk(BATCHES_PER_DRAW), y.chunk(BATCHES_PER_DRAW)))
         return queue.pop(0)
     return get_batch
@@ -382,18 +383,19 @@ class Runner:
                              checkpoint_every=max(1, phase.iters // 10),
                              log_every=max(1, phase.iters // 50), progress=self.progress, **kw)
 
-    def task_batches(self, task_names: Tuple[str, ...], rows_per_task: int, prefix_len: int):
-        """get_batch for the trainer: `rows_per_task` rows of each task, in task order."""
+    def task_batches(self, task_names: Tuple[str, ...], rows_per_task: int, placeholders: int):
+        """get_batch for the trainer: `rows_per_task` rows of each task, in task order, each sequence starting
+        with `placeholders` zero pads."""
         ids = torch.tensor([tasks.TASKS.index(t) for t in task_names], device=self.device)
         ids = ids.repeat_interleave(rows_per_task)
-        return batch_stream(lambda generator: ids, prefix_len, self.device)
+        return batch_stream(lambda generator: ids, placeholders, self.device)
 
-    def _mixture_batches(self, task_names, rows: int, prefix_len: int):
+    def _mixture_batches(self, task_names, rows: int, placeholders: int):
         """get_batch for pretraining: every row draws its task uniformly from `task_names`."""
         ids = torch.tensor([tasks.TASKS.index(t) for t in task_names], device=self.device)
         return batch_stream(
             lambda generator: ids[torch.randint(len(ids), (rows,), generator=generator, device=self.device)],
-            prefix_len, self.device)
+            placeholders, self.device)
 
     def pretrained(self, spec: Experiment, seed: int) -> GPT:
         path = self.paths.component(spec.name, seed, "pretrained")
@@ -440,7 +442,7 @@ class Runner:
         if stored is None:
             settings = self.train_settings(phase, "prefix", seed, self._scratch(path, meta),
                                       n_prefixes=len(group) * restarts, prefix_len=spec.prefix_len)
-            result = train(base, settings, self.task_batches(group * restarts, phase.batch_size, spec.prefix_len),
+            result = train(base, settings, self.task_batches(group * restarts, phase.batch_size, placeholders=0),
                            self.device)
             # final training loss of each (restart, task): mean of the last five logged losses
             final = torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0).view(restarts, len(group))
@@ -462,7 +464,7 @@ class Runner:
         if stored is None:
             settings = self.train_settings(lora.phase, "lora", seed, self._scratch(path, meta),
                                       lora_rank=1, lora_targets=lora.targets)
-            train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size, prefix_len_of(base)),
+            train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size, placeholders_of(base)),
                   self.device)
             self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}}, meta)
         else:
@@ -586,7 +588,7 @@ class Runner:
 def accuracies(model: GPT, task_names, prefix=None, n: int = 3200) -> Dict[str, float]:
     """Exact-match accuracy in percent of the model's greedy outputs on each task's evaluation set."""
     return {task: 100.0 * acc for task, acc in
-            tasks.evaluate_tasks(model, task_names, prefix, n=n, prefix_len=prefix_len_of(model)).items()}
+            tasks.evaluate_tasks(model, task_names, prefix, n=n, placeholders=placeholders_of(model)).items()}
 
 
 def _loss_curves(stored: dict, group: Tuple[str, ...]) -> Dict[str, list]:
@@ -599,8 +601,8 @@ def _loss_curves(stored: dict, group: Tuple[str, ...]) -> Dict[str, list]:
     return {t: [(step, losses[i]) for step, losses in log] for i, t in enumerate(group)}
 
 
-def prefix_len_of(model: GPT) -> int:
-    """Placeholder positions the model was built for (ModelSpec.config: block_size = n_S + 20)."""
+def placeholders_of(model: GPT) -> int:
+    """Placeholder positions the model was built for (ModelSpec.config: block_size = prefix_len + 20)."""
     return model.config.block_size - 2 * tasks.INPUT_LEN
 
 

@@ -4,23 +4,27 @@ The architecture is the GPT-2 one (pre-LayerNorm blocks, causal self-attention, 
 positions, dropout). Changes for the paper (Petrov, Torr, Bibi 2024) are marked `# prefix-tuning:`
 or `# hook:` on the line that makes them:
 
-* prefix-tuning in the paper's parametrisation: the sequence starts with n_S placeholder positions,
-  and in every layer the input to the attention block at those positions is replaced by a learned
-  vector, shared by the batch ``(n_layer, n_S, n_embd)`` or one per sample ``(B, n_layer, n_S, n_embd)``;
+* prefix-tuning in the paper's parametrisation: the prefix takes positions 0..prefix_len-1 (the
+  paper's n_S) before the input tokens, and in every layer the input to the attention block at those
+  positions is a learned vector, shared by the batch ``(n_layer, prefix_len, n_embd)`` or one per sample
+  ``(B, n_layer, prefix_len, n_embd)``; logits are returned for the input tokens only (the README's
+  design notes state this convention, which LLaMA's model shares);
 * an option to drop the LayerNorm before attention (the paper's experiment B model);
 * hook points that record attention probabilities, per-head outputs and attention-block outputs,
-  free when nothing is recorded (see `GPT.record`);
+  free when nothing is recorded: `record(model, "attention_probs", ...)`, shared with LLaMA's model
+  (`recording`);
 * `generate` with a key/value cache.
 """
 
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from recording import HookPoint, record  # noqa: F401 - record is part of this module's interface
 
 
 @dataclass
@@ -35,27 +39,6 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
 
 
-class HookPoint(nn.Module):
-    """An identity that passes its input to registered callbacks.
-
-    Costs one attribute check when nothing is registered; modules that would need extra work to
-    produce the hooked value (the attention pattern) check `active` first.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.callbacks = []
-
-    @property
-    def active(self) -> bool:
-        return bool(self.callbacks)
-
-    def forward(self, x):
-        for fn in self.callbacks:
-            fn(x)
-        return x
-
-
 LayerCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: (B, n_head, T_cached, head_dim)
 
 
@@ -68,8 +51,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.hook_pattern = HookPoint()   # hook: attention probabilities (B, n_head, T, T_keys)
-        self.hook_head_out = HookPoint()  # hook: per-head outputs sum_j A_ij v_j (B, n_head, T, head_dim)
+        self.attention_probs = HookPoint()  # hook: (B, n_head, T, T_keys)
+        self.head_outputs = HookPoint()     # hook: (B, T, n_head, head_dim), each head's sum_j A_ij v_j
 
     def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None, queries_from: int = 0
                 ) -> Tuple[torch.Tensor, LayerCache]:
@@ -85,18 +68,17 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat([cache[1], v], dim=2)
         start = k.size(2) - T  # position of the first query
         dropout_p = self.dropout if self.training else 0.0
-        if self.hook_pattern.active:  # hook: materialise the pattern only when it is recorded
+        if self.attention_probs.active:  # hook: materialise the probabilities only when they are recorded
             mask = _causal_mask(T, start, x.device)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-            att = self.hook_pattern(att.masked_fill(~mask, float("-inf")).softmax(dim=-1))
+            att = self.attention_probs(att.masked_fill(~mask, float("-inf")).softmax(dim=-1))
             y = F.dropout(att, dropout_p, self.training) @ v
         elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             mask = None if T == 1 else _causal_mask(T, start, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = self.hook_head_out(y)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = self.head_outputs(y.transpose(1, 2)).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), (k, v)
 
 
@@ -125,15 +107,20 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
-        self.hook_attn_out = HookPoint()  # hook: attention-block output before the residual add (B, T, C)
+        self.attention_output = HookPoint()  # hook: (B, T, C), what attention adds to the residual stream
 
     def forward(self, x, layer_prefix: Optional[torch.Tensor] = None, cache: Optional[LayerCache] = None,
                 outputs_from: int = 0):
-        """x (B, T, C) -> (B, T - outputs_from, C): the outputs at positions outputs_from.. only."""
-        if layer_prefix is not None:  # prefix-tuning: the attention input at positions 0..n_S-1 is the prefix
-            x = torch.cat([layer_prefix.expand(x.size(0), -1, -1).to(x.dtype), x[:, layer_prefix.size(-2):]], dim=1)
-        attn_out, new_cache = self.attn(self.ln_1(x), cache, queries_from=outputs_from)
-        x = x[:, outputs_from:] + self.hook_attn_out(attn_out)
+        """x (B, T, C) at the token positions -> (B, T - outputs_from, C): the outputs at token positions
+        outputs_from.. only. Keys and values cover the prefix, the cache and the tokens."""
+        prefix_len = 0
+        if layer_prefix is not None:  # prefix-tuning: prefix[l] is the attention input at positions 0..prefix_len-1
+            prefix_len = layer_prefix.size(-2)
+            x = torch.cat([layer_prefix.expand(x.size(0), -1, -1).to(x.dtype), x], dim=1)
+        queries_from = prefix_len + outputs_from if outputs_from else 0  # all positions (recorded), or the outputs
+        attn_out, new_cache = self.attn(self.ln_1(x), cache, queries_from=queries_from)
+        x = x[:, queries_from:] + self.attention_output(attn_out)
+        x = x[:, prefix_len + outputs_from - queries_from:]  # prefix-tuning: only the tokens go on
         x = x + self.mlp(self.ln_2(x))
         return x, new_cache
 
@@ -169,8 +156,8 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, prefix: Optional[torch.Tensor] = None,
                 targets: Optional[torch.Tensor] = None, cache: Optional[List[LayerCache]] = None,
                 logits_to_keep: int = 0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """idx (B, T) token ids; prefix (n_layer, n_S, C) or (B, n_layer, n_S, C) replaces the first n_S
-        positions in every layer; targets (B, T) with -1 where no loss is taken.
+        """idx (B, T) token ids; prefix (n_layer, prefix_len, C) or (B, n_layer, prefix_len, C) takes positions
+        0..prefix_len-1 in every layer, the tokens follow; targets (B, T) with -1 where no loss is taken.
 
         Returns (logits (B, T, vocab), mean cross-entropy or None). ``logits_to_keep=n`` > 0 returns
         the logits of the last n positions only, (B, n, vocab), and skips the last layer's work at
@@ -191,12 +178,13 @@ class GPT(nn.Module):
         B, T = idx.shape
         if not 0 <= logits_to_keep <= T:
             raise ValueError(f"logits_to_keep={logits_to_keep} must lie in 0..T={T} (0 keeps every position)")
-        start = cache[0][0].size(2) if cache else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} positions exceeds block_size={self.config.block_size}; "
-                             "build the model with a larger GPTConfig.block_size")
-        prefix = self._check_prefix(prefix, B, start, T)
-        pos = torch.arange(start, start + T, device=idx.device)
+        start = cache[0][0].size(2) if cache else 0  # cached positions, the prefix's included
+        prefix = self._check_prefix(prefix, B, start)
+        first = start + (0 if prefix is None else prefix.size(-2))  # position of the first token
+        if first + T > self.config.block_size:
+            raise ValueError(f"sequence of {first + T} positions (prefix and cache included) exceeds block_size="
+                             f"{self.config.block_size}; build the model with a larger GPTConfig.block_size")
+        pos = torch.arange(first, first + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         new_cache = []
         last = self.config.n_layer - 1
@@ -209,24 +197,19 @@ class GPT(nn.Module):
             cache[:] = new_cache
         return self.lm_head(self.transformer.ln_f(x)), new_cache
 
-    def _check_prefix(self, prefix, batch_size, start, T):
-        """Validate a prefix and return it shaped (n_layer, n_S, C) or (B, n_layer, n_S, C)."""
+    def _check_prefix(self, prefix, batch_size, start):
+        """Validate a prefix and return it shaped (n_layer, prefix_len, C) or (B, n_layer, prefix_len, C)."""
         if prefix is None:
             return None
         c = self.config
         if prefix.dim() not in (3, 4) or prefix.shape[-3] != c.n_layer or prefix.shape[-1] != c.n_embd:
-            raise ValueError(f"prefix has shape {tuple(prefix.shape)}; expected (n_layer={c.n_layer}, n_S, "
-                             f"n_embd={c.n_embd}) shared by the batch or (batch, {c.n_layer}, n_S, {c.n_embd})")
+            raise ValueError(f"prefix has shape {tuple(prefix.shape)}; expected (n_layer={c.n_layer}, prefix_len, "
+                             f"n_embd={c.n_embd}) shared by the batch or (batch, {c.n_layer}, prefix_len, {c.n_embd})")
         if prefix.dim() == 4 and prefix.size(0) != batch_size:
             raise ValueError(f"per-sample prefix has batch {prefix.size(0)} but the input has batch {batch_size}")
-        n_S = prefix.size(-2)
         if start > 0:
             raise ValueError(f"a prefix is applied in the first pass only, but this pass starts at position {start}; "
                              "pass prefix=None when continuing from a cache")
-        if n_S >= T:
-            raise ValueError(f"prefix length n_S={n_S} must be smaller than the sequence length T={T}: the first "
-                             "n_S input positions are placeholders that the prefix replaces, so the input must hold "
-                             "n_S placeholder tokens followed by at least one content token")
         return prefix
 
     @torch.no_grad()
@@ -252,49 +235,8 @@ class GPT(nn.Module):
                 logits, _ = self(next_token, cache=cache)
         return torch.cat(out, dim=1)
 
-    # ---- recording -------------------------------------------------------------------------------
-
-    HOOKS = {
-        "attn_pattern": lambda block: block.attn.hook_pattern,     # (B, n_head, T, T_keys)
-        "head_out": lambda block: block.attn.hook_head_out,        # (B, n_head, T, head_dim)
-        "attn_out": lambda block: block.hook_attn_out,             # (B, T, n_embd)
-    }
-
-    @contextmanager
-    def record(self, *names: str):
-        """Record activations of every layer during the passes inside the block::
-
-            with model.record("attn_pattern", "attn_out") as rec:
-                model(idx, prefix=prefix)
-            rec["attn_pattern"][layer]  # detached tensor of the last pass
-
-        Names: "attn_pattern", "head_out", "attn_out".
-        """
-        unknown = [n for n in names if n not in self.HOOKS]
-        if unknown:
-            raise ValueError(f"unknown activation(s) {unknown}; choose from {sorted(self.HOOKS)}")
-        recorded: Dict[str, List[Optional[torch.Tensor]]] = {n: [None] * self.config.n_layer for n in names}
-        registered = []
-        for name in names:
-            for layer, block in enumerate(self.transformer.h):
-                hook = self.HOOKS[name](block)
-                fn = _store_into(recorded[name], layer)
-                hook.callbacks.append(fn)
-                registered.append((hook, fn))
-        try:
-            yield recorded
-        finally:
-            for hook, fn in registered:
-                hook.callbacks.remove(fn)
-
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def _store_into(store: list, layer: int):
-    def fn(x):
-        store[layer] = x.detach()
-    return fn
 
 
 def check_config(saved: dict, config: GPTConfig, source: str = "checkpoint"):

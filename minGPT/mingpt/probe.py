@@ -81,7 +81,8 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
     def on_log(result):  # the evaluation grid; the last step is evaluated on 3,200 inputs below
         if result.step % settings.log_every == 0:
             curve.append((result.step * phase.batch_size, evaluate(result, eval_samples)))
-    result = train(trained, settings, runner.task_batches((task,), phase.batch_size, spec.prefix_len),
+    placeholders = 0 if method == "prefix" else spec.prefix_len  # a prefix takes the placeholders' positions
+    result = train(trained, settings, runner.task_batches((task,), phase.batch_size, placeholders),
                    runner.device, on_log=on_log)
     n_layer, d = base.config.n_layer, base.config.n_embd
     return {

@@ -2,8 +2,10 @@
 The Section 5 tasks of Petrov, Torr & Bibi (2024): data, train/test split and evaluation.
 
 An input is 10 digits from {0..7}. The training sequence is
-    prefix_len zero pads | 10 input digits | 10 output digits
-and the loss is taken on the 10 output digits only. The vocabulary has 10 tokens, so +2 still fits.
+    placeholders zero pads | 10 input digits | 10 output digits
+and the loss is taken on the 10 output digits only. The zero pads hold the positions where a prefix
+sits (n_S of them, the paper's layout); when a prefix is trained or used, it takes those positions
+itself and the sequence starts at the input (placeholders = 0). The vocabulary has 10 tokens, so +2 still fits.
 
 Input distribution (the paper's): with probability 1/2 the 10 digits are uniform; with probability
 1/2 they are re-drawn until at most 5 distinct digits occur. Everything is then restricted to the
@@ -185,11 +187,12 @@ def sample_inputs(n: int, split: str = "train", generator: torch.Generator = Non
 # -----------------------------------------------------------------------------
 # training batches
 
-def make_batch(task_ids: torch.Tensor, prefix_len: int, split: str = "train",
+def make_batch(task_ids: torch.Tensor, placeholders: int, split: str = "train",
                generator: torch.Generator = None, device=None):
     """
     One training batch, a task per sample. task_ids: (B,) LongTensor of indices into TASKS.
-    Returns x, y of shape (B, prefix_len + 19): x = sequence[:, :-1], y = sequence[:, 1:] with -1
+    placeholders: zero tokens before the input (0 when a prefix takes their positions).
+    Returns x, y of shape (B, placeholders + 19): x = sequence[:, :-1], y = sequence[:, 1:] with -1
     (ignored by the loss) everywhere except at the 10 output digits.
     """
     device = task_ids.device if device is None else device
@@ -198,11 +201,11 @@ def make_batch(task_ids: torch.Tensor, prefix_len: int, split: str = "train",
     inputs = sample_inputs(B, split, generator, device,
                            exclude_constant=task_ids == TASKS.index("double_hist"))
     outputs = _every_solution(inputs)[task_ids, torch.arange(B, device=device)]  # (B, 10)
-    pads = torch.zeros(B, prefix_len, dtype=torch.long, device=device)
-    sequence = torch.cat([pads, inputs, outputs], dim=1)  # (B, prefix_len + 20)
+    pads = torch.zeros(B, placeholders, dtype=torch.long, device=device)
+    sequence = torch.cat([pads, inputs, outputs], dim=1)  # (B, placeholders + 20)
     x = sequence[:, :-1]
     y = sequence[:, 1:].clone()
-    y[:, :prefix_len + INPUT_LEN - 1] = -1  # predictions of pads and inputs carry no loss
+    y[:, :placeholders + INPUT_LEN - 1] = -1  # predictions of pads and inputs carry no loss
     return x, y
 
 # -----------------------------------------------------------------------------
@@ -228,22 +231,22 @@ def _model_device(model):
 
 @torch.no_grad()
 def greedy_outputs(model, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
-                   prefix_len: int = 0) -> torch.Tensor:
+                   placeholders: int = 0) -> torch.Tensor:
     """
     The model's greedy 10-token outputs (n, 10) on the fixed evaluation set (eval_inputs(n)).
-    prefix: (n_layer, n_S, n_embd) or None. The sequence starts with n_S = prefix.shape[-2] zero pads,
-    or `prefix_len` pads when no prefix is given.
+    prefix: (n_layer, prefix_len, n_embd) or None. The prefix takes the first prefix_len positions;
+    without one, the sequence starts with `placeholders` zero pads in their place (as in pretraining).
     """
     device = _model_device(model)
     if prefix is not None:
         prefix = prefix.to(device)
-        prefix_len = prefix.shape[-2]
+        placeholders = 0  # the prefix takes the pads' positions
     was_training = model.training
     model.eval()
     try:
         outputs = []
         for inputs in eval_inputs(n).to(device).split(batch_size):
-            pads = torch.zeros(len(inputs), prefix_len, dtype=torch.long, device=device)
+            pads = torch.zeros(len(inputs), placeholders, dtype=torch.long, device=device)
             generated = model.generate(torch.cat([pads, inputs], dim=1), INPUT_LEN, prefix=prefix)
             outputs.append(generated[:, -INPUT_LEN:].cpu())
     finally:
@@ -251,28 +254,28 @@ def greedy_outputs(model, prefix: torch.Tensor = None, n: int = 3200, batch_size
     return torch.cat(outputs)
 
 def evaluate_tasks(model, tasks, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
-                   prefix_len: int = 0) -> dict:
+                   placeholders: int = 0) -> dict:
     """
     Exact-match accuracy (0..1) on each task of the model's greedy outputs on the fixed evaluation
     set: {task: accuracy}. The outputs do not depend on the task, so they are generated once.
     """
     for task in tasks:
         task_index(task)
-    outputs = greedy_outputs(model, prefix, n, batch_size, prefix_len)
+    outputs = greedy_outputs(model, prefix, n, batch_size, placeholders)
     inputs = eval_inputs(n)
     return {task: (outputs == solve(task, inputs)).all(dim=1).sum().item() / n for task in tasks}
 
 def evaluate(model, task: str, prefix: torch.Tensor = None, n: int = 3200, batch_size: int = 800,
-             prefix_len: int = 0) -> float:
+             placeholders: int = 0) -> float:
     """Exact-match accuracy (0..1) of the greedy 10-token outputs on one task (see evaluate_tasks)."""
-    return evaluate_tasks(model, (task,), prefix, n, batch_size, prefix_len)[task]
+    return evaluate_tasks(model, (task,), prefix, n, batch_size, placeholders)[task]
 
 def accuracy_matrix(model, prefixes: dict, tasks=PRETRAIN_TASKS, n: int = 3200,
-                    batch_size: int = 800, prefix_len: int = 0) -> dict:
+                    batch_size: int = 800, placeholders: int = 0) -> dict:
     """
     Accuracy in percent of each prefix on each task: {prefix name: {task: percent}}.
-    A prefix of None means no prefix, with `prefix_len` zero pads.
+    A prefix of None means no prefix, with `placeholders` zero pads.
     """
     return {name: {task: 100 * acc for task, acc in
-                   evaluate_tasks(model, tasks, prefix, n, batch_size, prefix_len).items()}
+                   evaluate_tasks(model, tasks, prefix, n, batch_size, placeholders).items()}
             for name, prefix in prefixes.items()}
