@@ -1,0 +1,176 @@
+"""Section 3 on a LLaMA: what one token, hard or virtual, makes the model say.
+
+* `greedy_completions`: n greedy tokens after each one-token prompt (a hard token id, or a virtual token,
+  i.e. a free input vector), batched, with the key/value cache and no BOS, as the paper's sweep;
+* samplers of virtual tokens from the embedding matrix's statistics;
+* `fit_virtual_tokens`: one virtual token optimised per target completion (the model frozen, teacher-forced
+  cross-entropy, batched over targets), growing the target one token at a time from a warm start.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from llama import Llama, Transformer
+
+
+def greedy_completions(model: Transformer, n_tokens: int, token_ids: Optional[torch.Tensor] = None,
+                       virtual_tokens: Optional[torch.Tensor] = None, batch_size: int = 256,
+                       progress: bool = True) -> torch.Tensor:
+    """(N, n_tokens) greedy continuations of N one-token prompts: token_ids (N,) or virtual_tokens (N, dim).
+
+    EOS does not stop a completion (every completion has n_tokens tokens)."""
+    if (token_ids is None) == (virtual_tokens is None):
+        raise ValueError("pass either token_ids (hard tokens) or virtual_tokens (input vectors), not both")
+    generator = Llama(model)  # no tokenizer: generation runs the full n_tokens
+    n = len(token_ids) if token_ids is not None else len(virtual_tokens)
+    device = model.tok_embeddings.weight.device
+    out = []
+    for start in tqdm(range(0, n, batch_size), desc="completions", disable=not progress, mininterval=1.0):
+        if token_ids is not None:
+            prompts = [[int(t)] for t in token_ids[start:start + batch_size]]
+            completions = generator.generate(prompts, n_tokens, temperature=0)
+        else:
+            vectors = virtual_tokens[start:start + batch_size, None].to(device, model.tok_embeddings.weight.dtype)
+            completions = generator.generate([[] for _ in range(len(vectors))], n_tokens, temperature=0,
+                                             virtual_tokens=vectors)
+        out.append(torch.tensor(completions))
+    return torch.cat(out)
+
+
+def unique_curve(completions: torch.Tensor) -> torch.Tensor:
+    """(N,) number of distinct completions among the first 1, 2, ..., N rows."""
+    seen, curve = set(), []
+    for row in completions.tolist():
+        seen.add(tuple(row))
+        curve.append(len(seen))
+    return torch.tensor(curve)
+
+
+def embedding_matrix(model: Transformer) -> torch.Tensor:
+    return model.tok_embeddings.weight.detach().double().cpu()
+
+
+def matched_gaussian(embeddings: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws from the Gaussian with the embedding matrix's mean and covariance: (n, dim)."""
+    mean = embeddings.mean(0)
+    covariance = torch.cov(embeddings.T) + 1e-8 * torch.eye(embeddings.shape[1], dtype=embeddings.dtype)
+    noise = torch.randn(n, embeddings.shape[1], generator=generator, dtype=embeddings.dtype)
+    return (mean + noise @ torch.linalg.cholesky(covariance).T).float()
+
+
+def convex_mixtures(embeddings: torch.Tensor, n: int, generator: torch.Generator, k: int = 4) -> torch.Tensor:
+    """n random convex combinations of k token embeddings each (uniform tokens, flat Dirichlet weights)."""
+    tokens = torch.randint(0, len(embeddings), (n, k), generator=generator)
+    weights = -torch.log(torch.rand(n, k, generator=generator, dtype=embeddings.dtype))  # Exp(1): Dirichlet(1)
+    weights = weights / weights.sum(1, keepdim=True)
+    return (weights[:, :, None] * embeddings[tokens]).sum(1).float()
+
+
+SAMPLERS = {
+    "matched Gaussian": matched_gaussian,
+    "convex mixture of 4 tokens": convex_mixtures,
+}
+
+
+@torch.no_grad()
+def completion_perplexity(model: Transformer, completions: torch.Tensor, bos_id: int, batch_size: int = 256) -> float:
+    """The model's own perplexity of the completions read as text on their own (after BOS)."""
+    total, count = 0.0, 0
+    device = model.tok_embeddings.weight.device
+    for batch in completions.split(batch_size):
+        tokens = torch.cat([torch.full((len(batch), 1), bos_id), batch], 1).to(device)
+        logits = model(tokens[:, :-1]).float()
+        total += F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="sum").item()
+        count += batch.numel()
+    return float(torch.tensor(total / count).exp())
+
+
+def share_of_one_token(completions: torch.Tensor) -> float:
+    """Share of completions that repeat a single token throughout."""
+    return (completions == completions[:, :1]).all(1).float().mean().item()
+
+
+def leading_matches(completions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(K,) how many leading tokens of each completion equal its target's."""
+    agree = (completions[:, :targets.shape[1]] == targets).long()
+    return agree.cumprod(1).sum(1)
+
+
+def best_hard_token_matches(hard_completions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(K,) for each target, the most leading tokens that any hard token's greedy completion matches."""
+    length = targets.shape[1]
+    best = []
+    for target in targets:
+        agree = (hard_completions[:, :length] == target).long().cumprod(1).sum(1)
+        best.append(int(agree.max()))
+    return torch.tensor(best)
+
+
+def fit_virtual_tokens(model: Transformer, targets: torch.Tensor, init: torch.Tensor, report_lengths: List[int],
+                       steps_per_token: int = 40, lr: float = 0.1, progress: bool = True) -> Dict[int, torch.Tensor]:
+    """One virtual token per target (K, L), optimised to make the frozen model produce the target.
+
+    Stage l = 1..L trains on the first l target tokens (teacher-forced cross-entropy, Adam), starting from
+    the previous stage's vectors; init (K, dim) starts stage 1. Returns {l: (K, dim) vectors after stage l}
+    for each l in report_lengths.
+    """
+    device = model.tok_embeddings.weight.device
+    targets = targets.to(device)
+    vectors = torch.nn.Parameter(init.clone().float().to(device))
+    optimizer = torch.optim.Adam([vectors], lr=lr)
+    snapshots = {}
+    stages = tqdm(range(1, targets.shape[1] + 1), desc="virtual tokens", disable=not progress)
+    for length in stages:
+        for _ in range(steps_per_token):
+            logits = model(targets[:, :length - 1], input_embeds=vectors[:, None]).float()  # (K, length, vocab)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets[:, :length].flatten(), reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        stages.set_postfix(loss=f"{loss.item() / targets[:, :length].numel():.3f}")
+        if length in report_lengths:
+            snapshots[length] = vectors.detach().cpu().clone()
+    return snapshots
+
+
+# ---- the notebook's experiment (llama_token_vs_soft_token.ipynb) -----------------------------------------
+
+PAPER = {"hard_unique": 24_426, "hard_tried": 32_000, "virtual_unique": 46_812, "virtual_tried": 48_218}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Settings of the Section 3 sweep and of the virtual-token fits; the quick setting only shrinks sizes."""
+    vocab_subset: Optional[int]             # hard tokens tried: ids 0..vocab_subset-1 (None: the whole vocabulary)
+    completion_len: int = 10                # the paper's 10-token completions
+    virtual_ratio: float = 1.5               # M = ceil(1.5 V) virtual tokens: the paper tried 48,218 for 32,000
+    fit_targets: int = 100                  # K targets: half held-out text, half random tokens
+    fit_lengths: Tuple[int, ...] = (1, 2, 4, 8, 16)
+    steps_per_token: int = 40
+    fit_lr: float = 1.0
+    seed: int = 0
+
+
+FULL = Sweep(vocab_subset=None)
+QUICK = Sweep(vocab_subset=128, fit_targets=8, fit_lengths=(1, 2, 4), steps_per_token=10)
+
+
+def fit_targets(records_text: List[str], tokenizer, vocab_size: int, sweep: Sweep) -> Dict[str, torch.Tensor]:
+    """K/2 windows of held-out text (one per test document, at a seeded offset) and K/2 uniformly random
+    non-special tokens, each (K/2, max fit length)."""
+    length, half = max(sweep.fit_lengths), sweep.fit_targets // 2
+    generator = torch.Generator().manual_seed(sweep.seed)
+    streams = [s for s in (tokenizer.encode(t, bos=False, eos=False) for t in records_text) if len(s) > length]
+    order = torch.randperm(len(streams), generator=generator)[:half]
+    text = []
+    for i in order.tolist():
+        offset = int(torch.randint(0, len(streams[i]) - length, (1,), generator=generator))
+        text.append(streams[i][offset:offset + length])
+    special = {tokenizer.bos_id, tokenizer.eos_id, 0}
+    ordinary = torch.tensor([t for t in range(vocab_size) if t not in special])
+    random_tokens = ordinary[torch.randint(0, len(ordinary), (half, length), generator=generator)]
+    return {"held-out text": torch.tensor(text), "random tokens": random_tokens}
