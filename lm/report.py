@@ -35,7 +35,7 @@ def samples(family: str, model, tokenizer, prompt_texts) -> list:
         generator = Llama(model, tokenizer)
         tokens = [tokenizer.encode(p, bos=True, eos=False) for p in prompt_texts]
         outs = generator.generate(tokens, SAMPLE_TOKENS, temperature=0.8, top_p=0.9)
-        return [p + tokenizer.decode(o) for p, o in zip(prompt_texts, outs)]
+        return [tokenizer.decode(t + o) for t, o in zip(tokens, outs)]  # decoded together: the pieces' spaces survive
     texts = []
     generator = torch.Generator().manual_seed(SEED)
     for p in prompt_texts:
