@@ -25,7 +25,7 @@ from typing import Callable, List
 import torch
 
 from lm import corpus
-from lm.stand_ins import ROOT, StandIn, stand_in
+from lm.stand_ins import ROOT, StandIn, load_model, stand_in
 from mingpt.trainer import TrainSettings, logits_of, train
 
 HALF_PRECISION_TOLERANCE = 0.002   # relative change in held-out perplexity allowed by saving in fp16
@@ -111,14 +111,6 @@ def save(spec: StandIn, model: torch.nn.Module, folder: Path, dtype: torch.dtype
     return [folder / "config.json", folder / "model.safetensors"]
 
 
-def load_saved(spec: StandIn, folder: Path) -> torch.nn.Module:
-    """The saved model through the family's real loader, in fp32 on the CPU."""
-    from lm.stand_ins import load_gpt2, load_llama
-    if spec.family == "llama":
-        return load_llama(folder, max_seq_len=spec.context, max_batch_size=32, device="cpu").model
-    return load_gpt2(folder)[0]
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -152,7 +144,7 @@ def main(argv=None):
     model = model.float().cpu()
     fp32_ppl = {split: perplexity(model, stream, spec.context) for split, stream in held_out.items()}
     files = save(spec, model, folder, torch.float16)
-    saved = load_saved(spec, folder)
+    saved = load_model(args.family, folder)
     fp16_ppl = {split: perplexity(saved, stream, spec.context) for split, stream in held_out.items()}
     change = max(abs(fp16_ppl[k] / fp32_ppl[k] - 1) for k in fp32_ppl)
     if change > HALF_PRECISION_TOLERANCE:

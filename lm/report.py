@@ -17,7 +17,7 @@ import torch
 
 from lm import baselines, corpus
 from lm.pretrain import perplexity, token_stream, tokenizer_of
-from lm.stand_ins import ROOT, load_gpt2, load_llama, stand_in
+from lm.stand_ins import ROOT, load_model, stand_in
 
 N_SAMPLES, PROMPT_WORDS, SAMPLE_TOKENS, SEED = 10, 4, 40, 0
 
@@ -51,17 +51,14 @@ def family_report(family: str, records) -> dict:
     tokenizer = tokenizer_of(family, spec.folder)
     streams = {s: token_stream(corpus.texts(records, s), tokenizer) for s in ("train", "validation", "test")}
     start = time.time()
-    if family == "llama":
-        model = load_llama(spec.folder, max_seq_len=spec.context, max_batch_size=32, device="cpu").model
-    else:
-        model = load_gpt2(spec.folder)[0]
+    model = load_model(family, spec.folder)
     test_ppl = perplexity(model, streams["test"], spec.context)
     ngram = baselines.perplexities(streams["train"], streams["validation"], streams["test"], spec.vocab_size)
     return {"folder": str(spec.folder.relative_to(ROOT)), "parameters": manifest["parameters"],
             "tokens_seen": manifest["tokens_seen"], "train_tokens": len(streams["train"]),
             "test_tokens": len(streams["test"]), "test_perplexity": test_ppl,
-            "manifest_test_perplexity": manifest["perplexity"]["test"], **{f"{k}_perplexity" if k != "bigram_weight"
-                                                                           else k: v for k, v in ngram.items()},
+            "manifest_test_perplexity": manifest["perplexity"]["test"], "bigram_perplexity": ngram["bigram"],
+            "unigram_perplexity": ngram["unigram"], "bigram_weight": ngram["bigram_weight"],
             "samples": samples(family, model, tokenizer, prompts(records)), "report_seconds": time.time() - start}
 
 

@@ -64,3 +64,11 @@ def load_gpt2(folder=None) -> Tuple["torch.nn.Module", "object"]:
     from mingpt.gpt2_weights import load_gpt2 as load_weights
     folder = Path(folder or model_dir("gpt2"))
     return load_weights(folder).eval().requires_grad_(False), GPT2Tokenizer(folder)
+
+
+def load_model(family: str, folder=None) -> torch.nn.Module:
+    """Either family's model from its folder (default: `model_dir(family)`), through the real loader, in fp32
+    on the CPU and sized for the stand-in's context: what training, evaluation and tests compare."""
+    if stand_in(family).family == "llama":
+        return load_llama(folder, max_seq_len=STAND_INS["llama"].context, max_batch_size=32, device="cpu").model
+    return load_gpt2(folder)[0]

@@ -12,7 +12,7 @@ import torch
 from llama import CheckpointError
 from lm import baselines, corpus
 from lm.pretrain import perplexity, sha256, token_stream, tokenizer_of
-from lm.stand_ins import STAND_INS, load_gpt2, load_llama, model_dir
+from lm.stand_ins import STAND_INS, load_model, model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUTS = {"llama": ["params.json", "consolidated.00.pth", "tokenizer.model"],
@@ -21,12 +21,6 @@ LAYOUTS = {"llama": ["params.json", "consolidated.00.pth", "tokenizer.model"],
 
 def manifest(family):
     return json.loads((STAND_INS[family].folder / "manifest.json").read_text())
-
-
-def load(family, folder=None):
-    if family == "llama":
-        return load_llama(folder, max_seq_len=STAND_INS["llama"].context, max_batch_size=32, device="cpu").model
-    return load_gpt2(folder)[0]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +42,7 @@ def test_stand_in_is_in_its_real_layout_and_matches_its_manifest(family):
 
 @pytest.mark.parametrize("family", STAND_INS)
 def test_stand_in_shape_suits_layer_and_head_analyses(family):
-    model = load(family)
+    model = load_model(family)
     config = model.config
     n_layers = getattr(config, "n_layers", None) or config.n_layer
     n_heads = getattr(config, "n_heads", None) or config.n_head
@@ -60,7 +54,7 @@ def test_stand_in_shape_suits_layer_and_head_analyses(family):
 
 @pytest.mark.parametrize("family", STAND_INS)
 def test_stand_in_reproduces_its_recorded_perplexity_and_beats_a_bigram(family, test_streams):
-    model = load(family)
+    model = load_model(family)
     ppl = perplexity(model, test_streams[family], STAND_INS[family].context)
     assert ppl == pytest.approx(manifest(family)["perplexity"]["test"], rel=1e-4)
     records = corpus.read(ROOT / "data" / "corpus")
@@ -97,9 +91,9 @@ def test_variable_points_at_other_weights(family, monkeypatch, tmp_path):
 
 def test_a_folder_that_is_not_a_model_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="params.json not found"):
-        load("llama", tmp_path)
+        load_model("llama", tmp_path)
     with pytest.raises(FileNotFoundError, match="needs config.json"):
-        load("gpt2", tmp_path)
+        load_model("gpt2", tmp_path)
     with pytest.raises(ValueError, match="unknown model family"):
         model_dir("bert")
 
@@ -110,11 +104,11 @@ def test_a_checkpoint_of_another_shape_is_refused(tmp_path):
     params = json.loads((tmp_path / "llama" / "params.json").read_text())
     (tmp_path / "llama" / "params.json").write_text(json.dumps(params | {"n_layers": params["n_layers"] + 1}))
     with pytest.raises(CheckpointError, match=r"missing \['layers.6"):
-        load("llama", tmp_path / "llama")
+        load_model("llama", tmp_path / "llama")
     (tmp_path / "llama" / "params.json").write_text(json.dumps(params | {"dim": 128}))
     with pytest.raises(CheckpointError, match="has shape"):
-        load("llama", tmp_path / "llama")
+        load_model("llama", tmp_path / "llama")
     config = json.loads((tmp_path / "gpt2" / "config.json").read_text())
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps(config | {"n_embd": 128}))
     with pytest.raises(ValueError, match="has shape"):
-        load("gpt2", tmp_path / "gpt2")
+        load_model("gpt2", tmp_path / "gpt2")
