@@ -271,6 +271,10 @@ class Transformer(nn.Module):
             )
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
+    def prefix_shape(self, prefix_len: int) -> Tuple[int, int, int]:
+        """Prefix-tuning: the shape of a prefix of prefix_len positions, (n_layers, prefix_len, dim)."""
+        return (self.n_layers, prefix_len, self.params.dim)
+
     def expand_prefix(self, prefix: Optional[torch.Tensor], bsz: int) -> Optional[torch.Tensor]:
         """Prefix-tuning: a shared (n_layers, n, dim) or per-sample (bsz, n_layers, n, dim) prefix as the latter."""
         if prefix is None:

@@ -197,6 +197,10 @@ class GPT(nn.Module):
             cache[:] = new_cache
         return self.lm_head(self.transformer.ln_f(x)), new_cache
 
+    def prefix_shape(self, prefix_len: int) -> Tuple[int, int, int]:
+        """prefix-tuning: the shape of a prefix of prefix_len positions, (n_layer, prefix_len, n_embd)."""
+        return (self.config.n_layer, prefix_len, self.config.n_embd)
+
     def _check_prefix(self, prefix, batch_size, start):
         """Validate a prefix and return it shaped (n_layer, prefix_len, C) or (B, n_layer, prefix_len, C)."""
         if prefix is None:

@@ -3,7 +3,7 @@
 The method is a setting, not a subclass:
 
 * ``pretrain`` / ``finetune``: every model parameter trains, model in train mode (dropout on);
-* ``prefix``: `n_prefixes` prefixes of shape (n_layer, prefix_len, n_embd), drawn from N(0, 1), train
+* ``prefix``: `n_prefixes` prefixes of the model's `prefix_shape(prefix_len)`, drawn from N(0, 1), train
   together in one batch; the model is frozen and in eval mode. Each prefix sees its own
   `batch_size` rows, its loss is the mean over its rows, and its gradient is clipped on its own, so
   training several prefixes together equals training each alone;
@@ -48,10 +48,13 @@ class TrainSettings:
     grad_clip: float = 1.0               # max gradient norm (per prefix for method "prefix")
     loss_positions: int = 0              # >0: targets lie in the last this many positions only, and
                                          # the model's last layer computes just those (0: anywhere)
-    lr_schedule: str = "constant"        # "constant" or "cosine" (to 10 % of learning_rate)
+    lr_schedule: str = "constant"        # "constant", "cosine" (to 10 % of learning_rate) or "step"
+    lr_decay: float = 0.975              # "step": the learning rate is multiplied by this ...
+    lr_decay_every: int = 1000           # ... every this many steps (the paper's Appendix B)
     warmup_iters: int = 0
     n_prefixes: int = 1                  # prefix: how many prefixes train together
     prefix_len: int = 1                  # prefix: n_S
+    prefix_seeds: Tuple[int, ...] = ()   # prefix: prefix k is drawn with prefix_seeds[k] (default: seed + k)
     lora_rank: int = 1
     lora_targets: Tuple[str, ...] = ("mlp",)
     seed: int = 0
@@ -64,20 +67,23 @@ class TrainSettings:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown training method {self.method!r}; choose from {METHODS}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose 'constant' or 'cosine'")
+        if self.lr_schedule not in ("constant", "cosine", "step"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose 'constant', 'cosine' or 'step'")
+        if self.prefix_seeds and len(self.prefix_seeds) != self.n_prefixes:
+            raise ValueError(f"{len(self.prefix_seeds)} prefix_seeds for n_prefixes={self.n_prefixes}; give one per prefix")
 
 
 # settings that define a run: resuming a checkpoint saved under other values is an error (max_iters
 # may grow: a finished run continues)
-RUN_FIELDS = ("batch_size", "learning_rate", "betas", "weight_decay", "grad_clip", "lr_schedule",
-              "warmup_iters", "n_prefixes", "prefix_len", "lora_rank", "lora_targets", "seed")
+RUN_FIELDS = ("batch_size", "learning_rate", "betas", "weight_decay", "grad_clip", "lr_schedule", "lr_decay",
+              "lr_decay_every", "warmup_iters", "n_prefixes", "prefix_len", "prefix_seeds", "lora_rank",
+              "lora_targets", "seed")
 
 
 @dataclass
 class TrainResult:
     losses: List[Tuple[int, List[float]]] = field(default_factory=list)  # (step, loss per prefix or [loss])
-    prefixes: Optional[torch.Tensor] = None                                # (n_prefixes, n_layer, n_S, C)
+    prefixes: Optional[torch.Tensor] = None                                # (n_prefixes, *prefix_shape)
     step: int = 0
 
 
@@ -145,11 +151,10 @@ def _trainable(model: nn.Module, s: TrainSettings, device) -> Tuple[List[nn.Para
     model.eval().requires_grad_(False)
     if s.method == "lora":
         return add_lora(model, s.lora_rank, s.lora_targets), None
-    c = model.config
-    # prefix k starts from N(0, 1) drawn with seed + k, so it equals a single-prefix run with that seed
-    prefixes = torch.stack([
-        torch.randn(c.n_layer, s.prefix_len, c.n_embd, generator=torch.Generator().manual_seed(s.seed + k))
-        for k in range(s.n_prefixes)])
+    # prefix k starts from N(0, 1) drawn with its own seed, so it equals a single-prefix run with that seed
+    seeds = s.prefix_seeds or tuple(s.seed + k for k in range(s.n_prefixes))
+    prefixes = torch.stack([torch.randn(model.prefix_shape(s.prefix_len), generator=torch.Generator().manual_seed(seed))
+                            for seed in seeds])
     prefixes = nn.Parameter(prefixes.to(device))
     return [prefixes], prefixes
 
@@ -168,6 +173,8 @@ def _learning_rate(step: int, s: TrainSettings) -> float:
         return s.learning_rate * (step + 1) / s.warmup_iters
     if s.lr_schedule == "constant":
         return s.learning_rate
+    if s.lr_schedule == "step":
+        return s.learning_rate * s.lr_decay ** ((step - s.warmup_iters) // s.lr_decay_every)
     progress = (step - s.warmup_iters) / max(1, s.max_iters - s.warmup_iters)
     return s.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 

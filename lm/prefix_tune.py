@@ -1,0 +1,314 @@
+"""Prefix-tune a LLaMA or a GPT-2 on a text task: the paper's `prefix_tune.py`, for both families.
+
+    python -m lm.prefix_tune --task table_to_text --llama --prefix-len 1          # the LLaMA stand-in
+    python -m lm.prefix_tune --task classification --gpt2 --prefix-len 10 --seeds 1-20
+    python -m lm.prefix_tune --task classification --gpt2 ~/gpt2 --train emotion/train.jsonl --test emotion/test.jsonl
+    torchrun --nproc_per_node 2 -m lm.prefix_tune --task table_to_text --llama ~/llama-7b-2shards
+
+The prefix is the paper's parametrisation: `prefix_len` positions whose attention input is a learned
+vector in every layer; keys and values are computed from it by the frozen model. One prefix per seed;
+all of them train together in one batch through the project's one training loop (`mingpt.trainer`),
+each with its own loss and gradient clipping, on the same examples, so a batched run equals separate
+ones. Adam at lr 0.01, multiplied by 0.975 every 1,000 steps (the paper's Appendix B).
+
+`--llama DIR` takes a Meta folder (run under torchrun with one process per shard), `--gpt2 DIR` a
+Hugging Face GPT-2 folder; without DIR, `LLAMA_CKPT_DIR` / `GPT2_DIR` or the committed stand-in.
+Without `--train`/`--test` the task comes from the documentation corpus (`lm.text_tasks`).
+
+The run folder (`--out`, default `results/prefix_tuning/<family>-<task>-n<prefix_len>`) receives
+`prefixes.pt` (the prefixes with their settings) and `manifest.json` (command, hardware, wall times,
+loss curves, the sha256 of every input and output, and the held-out metric of the untuned model, of the
+majority class for classification, and of each prefix). Training resumes from its state under
+`runs/prefix_tuning/` after an interruption.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import sacrebleu
+import torch
+import torch.distributed as dist
+
+from lm import text_tasks
+from lm.stand_ins import ROOT, model_dir, stand_in
+from lm.text_tasks import Encoded, Example, TextTask
+from mingpt.trainer import TrainSettings, logits_of, train
+
+MAX_NEW_TOKENS = 48        # table_to_text: longest generated text, in tokens
+EVAL_BATCH = 32            # rows per evaluation pass
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- models
+
+def load(family: str, folder: Optional[Path], rows: int, max_seq_len: int, device: str):
+    """(model, tokenizer, folder) of either family, frozen, in eval mode, on `device`."""
+    folder = Path(folder or model_dir(family))
+    if stand_in(family).family == "llama":
+        from lm.stand_ins import load_llama
+        generator = load_llama(folder, max_seq_len=max_seq_len, max_batch_size=max(rows, EVAL_BATCH), device=device)
+        return generator.model, generator.tokenizer, folder
+    from lm.stand_ins import load_gpt2
+    model, tokenizer = load_gpt2(folder)
+    return model.to(device), tokenizer, folder
+
+
+def context_of(model) -> int:
+    """Positions the model takes, the prefix's included."""
+    config = model.config
+    return config.block_size if hasattr(config, "block_size") else config.max_seq_len
+
+
+def load_prefixes(path: Path, model) -> Dict:
+    """A `prefixes.pt` of this command, checked against `model`: {"prefixes": (n, *prefix_shape), ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; train prefixes with `python -m lm.prefix_tune`")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "prefixes" not in saved:
+        raise ValueError(f"{path} is not a prefix file of `python -m lm.prefix_tune` (no 'prefixes' entry)")
+    prefixes = saved["prefixes"]
+    expected = model.prefix_shape(prefixes.shape[-2])
+    if prefixes.dim() != 4 or tuple(prefixes.shape[1:]) != expected:
+        raise ValueError(f"{path} holds prefixes of shape {tuple(prefixes.shape)}, but this model takes "
+                         f"(n_prefixes, *{expected}): they were trained for another model")
+    return saved
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def greedy_continuations(model, prompts: List[List[int]], prefix: Optional[torch.Tensor], eos_id: int,
+                         max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = EVAL_BATCH) -> List[List[int]]:
+    """Greedy continuation of each prompt until EOS (not included) or max_new_tokens, with each family's own
+    cached decoding: LLaMA's `Llama.generate` (prompts of any lengths together), minGPT's `GPT.generate`
+    (prompts of one length together)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    continuations: Dict[int, List[int]] = {}
+    if hasattr(model, "params"):  # LLaMA
+        from llama.generation import Llama
+        generator = Llama(model)
+        for start in range(0, len(order), batch_size):
+            index = order[start: start + batch_size]
+            new = generator.generate([prompts[i] for i in index], max_new_tokens, temperature=0.0, prefix=prefix)
+            continuations.update(zip(index, new))
+    else:
+        device = _device_of(model)
+        by_length: Dict[int, List[int]] = {}
+        for i in order:
+            by_length.setdefault(len(prompts[i]), []).append(i)
+        for length, same in by_length.items():
+            for start in range(0, len(same), batch_size):
+                index = same[start: start + batch_size]
+                idx = torch.tensor([prompts[i] for i in index], device=device)
+                for i, row in zip(index, model.generate(idx, max_new_tokens, prefix=prefix)[:, length:].tolist()):
+                    continuations[i] = row[: row.index(eos_id)] if eos_id in row else row
+    return [continuations[i] for i in range(len(prompts))]
+
+
+@torch.no_grad()
+def target_log_probs(model, items: List[Encoded], prefix: Optional[torch.Tensor], pad_id: int,
+                     batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """(len(items),): the log-probability of each item's target given its prompt."""
+    device = _device_of(model)
+    scores = []
+    for start in range(0, len(items), batch_size):
+        x, y = text_tasks.training_batch(items[start: start + batch_size], pad_id)
+        log_probs = logits_of(model, x.to(device), prefix).float().log_softmax(-1).cpu()
+        token = log_probs.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores.append((token * (y != -1)).sum(1))
+    return torch.cat(scores)
+
+
+def classify(model, tokenizer, examples: List[Example], labels: Sequence[str], prefix) -> List[str]:
+    """The label of highest log-probability after each example's prompt."""
+    items = [text_tasks.encode(tokenizer, Example(e.prompt, " " + label, label), eos=False)
+             for e in examples for label in labels]
+    scores = target_log_probs(model, items, prefix, tokenizer.eos_id).view(len(examples), len(labels))
+    return [labels[i] for i in scores.argmax(1).tolist()]
+
+
+def evaluate(task: TextTask, model, tokenizer, prefix: Optional[torch.Tensor], split: str = "test") -> Dict:
+    """The held-out metrics of `model` with `prefix` (None: the untuned model)."""
+    examples = task.examples(split)
+    if task.name == "classification":
+        predicted = classify(model, tokenizer, examples, task.labels, prefix)
+        correct = sum(p == e.label for p, e in zip(predicted, examples))
+        return {"accuracy": 100.0 * correct / len(examples), "predicted": dict(Counter(predicted))}
+    prompts = [text_tasks.encode(tokenizer, e, eos=True).prompt for e in examples]
+    texts = [tokenizer.decode(ids).strip() for ids in greedy_continuations(model, prompts, prefix, tokenizer.eos_id)]
+    references = [e.target.strip() for e in examples]
+    return {"bleu": sacrebleu.corpus_bleu(texts, [references]).score,
+            "exact_match": 100.0 * sum(t == r for t, r in zip(texts, references)) / len(examples),
+            "samples": [{"prompt": e.prompt, "reference": r, "generated": t}
+                        for e, r, t in list(zip(examples, references, texts))[:5]]}
+
+
+def majority(task: TextTask, split: str = "test") -> Dict:
+    """Accuracy on `split` of always answering the training set's most frequent label."""
+    label = Counter(e.label for e in task.examples("train")).most_common(1)[0][0]
+    examples = task.examples(split)
+    return {"label": label, "accuracy": 100.0 * sum(e.label == label for e in examples) / len(examples)}
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+def parse_seeds(text: str) -> List[int]:
+    """'3' -> [3]; '1-20' -> [1, ..., 20]; '0,4,7' -> [0, 4, 7]."""
+    seeds = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        seeds += list(range(int(low), int(high or low) + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r} repeats a seed")
+    return seeds
+
+
+def task_of(name: str, train_file: Optional[Path], test_file: Optional[Path], corpus_dir: Path) -> TextTask:
+    if (train_file is None) != (test_file is None):
+        raise ValueError("pass both --train and --test (the real dataset's files), or neither (the corpus's task)")
+    if train_file is None:
+        return text_tasks.corpus_task(name, corpus_dir)
+    return text_tasks.file_task(name, {"train": train_file, "test": test_file})
+
+
+def settings(steps: int, batch_size: int, lr: float, prefix_len: int, seeds: Sequence[int], data_seed: int = 0,
+             checkpoint_path: Optional[Path] = None, progress: bool = True) -> TrainSettings:
+    """The trainer's settings for prefix-tuning: Adam (no weight decay), ×0.975 every 1,000 steps, per-prefix
+    clipping at norm 1, one prefix per seed."""
+    return TrainSettings(method="prefix", max_iters=steps, batch_size=batch_size, learning_rate=lr,
+                         betas=(0.9, 0.999), weight_decay=0.0, grad_clip=1.0, lr_schedule="step", lr_decay=0.975,
+                         lr_decay_every=1000, n_prefixes=len(seeds), prefix_len=prefix_len,
+                         prefix_seeds=tuple(seeds), seed=data_seed,
+                         checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
+                         checkpoint_every=25, log_every=10, progress=progress)
+
+
+def run(args) -> Dict:
+    family = "llama" if args.llama is not False else "gpt2"
+    task = task_of(args.task, args.train, args.test, args.corpus)
+    run_name = f"{family}-{args.task}-n{args.prefix_len}"
+    out = args.out or ROOT / "results" / "prefix_tuning" / run_name
+    rows = len(args.seeds) * args.batch_size
+    model, tokenizer, folder = load(family, args.llama or args.gpt2 or None, rows, args.max_seq_len, args.device)
+    eos = args.task == "table_to_text"
+    train_items = [text_tasks.encode(tokenizer, e, eos) for e in task.examples("train")]
+    test_items = [text_tasks.encode(tokenizer, e, eos) for e in task.examples("test")]
+    needed = args.prefix_len + max(text_tasks.longest(train_items), text_tasks.longest(test_items) + (MAX_NEW_TOKENS if eos else 0))
+    if needed > context_of(model):
+        raise ValueError(f"a prefix of {args.prefix_len} positions and the task's longest example need {needed} "
+                         f"positions, but the model takes {context_of(model)}: shorten the prefix"
+                         + (" or raise --max-seq-len" if family == "llama" else ""))
+
+    s = settings(args.steps, args.batch_size, args.lr, args.prefix_len, args.seeds, args.data_seed,
+                 ROOT / "runs" / "prefix_tuning" / out.name / "train_state.pt", progress=args.rank == 0)
+    start = time.time()
+    result = train(model, s, text_tasks.batch_source(train_items, s.batch_size, s.n_prefixes, tokenizer.eos_id),
+                   device=args.device)
+    train_wall = time.time() - start
+    prefixes = result.prefixes.detach()
+
+    start = time.time()
+    untuned = evaluate(task, model, tokenizer, None)
+    tuned = [evaluate(task, model, tokenizer, p) for p in prefixes]
+    eval_wall = time.time() - start
+    metric = "accuracy" if args.task == "classification" else "bleu"
+    manifest = {
+        "command": "python -m lm.prefix_tune " + " ".join(args.argv),
+        "family": family, "task": args.task, "model_folder": _relative(folder),
+        "model_sha256": {p.name: sha256(p) for p in sorted(folder.iterdir())
+                         if p.suffix in (".pth", ".safetensors", ".json", ".model") and p.name != "manifest.json"},
+        "data": ({"train": _relative(args.train), "test": _relative(args.test)} if args.train
+                 else {"corpus": _relative(args.corpus)}),
+        "examples": {split: len(task.examples(split)) for split in ("train", "test")},
+        "hardware": f"{platform.machine()} {args.device}, {torch.get_num_threads()} torch threads, "
+                    f"{args.world_size} process(es)",
+        "torch": torch.__version__, "settings": asdict(s) | {"checkpoint_path": None},
+        "wall_time_s": {"training": round(train_wall, 1), "evaluation": round(eval_wall, 1)},
+        "steps": result.step, "examples_seen_per_prefix": result.step * s.batch_size,
+        "loss_curve": result.losses, "metric": metric, "seeds": list(args.seeds),
+        "untuned": untuned, "prefixes": tuned,
+        "mean": sum(t[metric] for t in tuned) / len(tuned),
+    }
+    if args.task == "classification":
+        manifest["majority"] = majority(task)
+    if args.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"prefixes": prefixes.cpu(), "seeds": list(args.seeds), "prefix_len": args.prefix_len,
+                    "family": family, "task": args.task, "settings": manifest["settings"]}, out / "prefixes.pt")
+        manifest["prefixes_sha256"] = sha256(out / "prefixes.pt")
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        summary = {k: manifest[k] for k in ("family", "task", "steps", "wall_time_s", "mean")}
+        summary["untuned"] = untuned[metric]
+        summary["majority"] = manifest.get("majority", {}).get("accuracy")
+        print(json.dumps(summary, indent=1))
+    return manifest
+
+
+def _relative(path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lm.prefix_tune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, choices=text_tasks.TASKS)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--llama", nargs="?", const=None, default=False, type=Path, metavar="DIR",
+                       help="a Meta LLaMA folder (default: LLAMA_CKPT_DIR or the stand-in)")
+    model.add_argument("--gpt2", nargs="?", const=None, default=False, type=Path, metavar="DIR",
+                       help="a Hugging Face GPT-2 folder (default: GPT2_DIR or the stand-in)")
+    p.add_argument("--prefix-len", type=int, default=1, help="n_S, positions the prefix takes (default 1)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="one prefix per seed: '0', '1-20', '0,3' (default 0)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step, each prefix (default 32)")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate, ×0.975 every 1,000 steps (default 0.01)")
+    p.add_argument("--data-seed", type=int, default=0, help="seeds the order of the examples (default 0)")
+    p.add_argument("--train", type=Path, help="the real dataset's training file (JSON lines or CSV)")
+    p.add_argument("--test", type=Path, help="the real dataset's held-out file (JSON lines or CSV)")
+    p.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus", help="the corpus the default tasks come from")
+    p.add_argument("--max-seq-len", type=int, default=stand_in("llama").context,
+                   help="LLaMA: positions to build the model for, prefix included (default: the stand-in's context)")
+    p.add_argument("--out", type=Path, help="the run folder (default results/prefix_tuning/<family>-<task>-n<prefix_len>)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0: torch's default)")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    if args.prefix_len < 1:
+        raise ValueError(f"--prefix-len must be at least 1, not {args.prefix_len}")
+    if args.gpt2 is not False and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        raise ValueError("GPT-2 runs in one process; torchrun with several is for LLaMA's model-parallel shards")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.argv = argv
+    args.world_size = int(os.environ.get("WORLD_SIZE", 1))
+    args.rank = int(os.environ.get("RANK", 0))
+    run(args)
+    if dist.is_initialized() and args.world_size > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
