@@ -218,6 +218,8 @@ def run(args) -> Dict:
 
     s = settings(args.steps, args.batch_size, args.lr, args.prefix_len, args.seeds, args.data_seed,
                  ROOT / "runs" / "prefix_tuning" / out.name / "train_state.pt", progress=args.rank == 0)
+    state = Path(s.checkpoint_path)
+    resumed_from = torch.load(state, map_location="cpu", weights_only=False)["step"] if state.exists() else 0
     start = time.time()
     result = train(model, s, text_tasks.batch_source(train_items, s.batch_size, s.n_prefixes, tokenizer.eos_id),
                    device=args.device)
@@ -241,6 +243,7 @@ def run(args) -> Dict:
                     f"{args.world_size} process(es)",
         "torch": torch.__version__, "settings": asdict(s) | {"checkpoint_path": None},
         "wall_time_s": {"training": round(train_wall, 1), "evaluation": round(eval_wall, 1)},
+        "resumed_from_step": resumed_from,   # > 0: the training time covers the steps after it only
         "steps": result.step, "examples_seen_per_prefix": result.step * s.batch_size,
         "loss_curve": result.losses, "metric": metric, "seeds": list(args.seeds),
         "untuned": untuned, "prefixes": tuned,

@@ -156,3 +156,54 @@ def test_targets_outside_the_loss_positions_are_an_error():
     settings = TrainSettings(method="pretrain", max_iters=2, batch_size=ROWS, loss_positions=3, progress=False)
     with pytest.raises(ValueError, match="targets outside its last loss_positions=3 positions"):
         train(base_model(), settings, batch_fn([fixed_batches(0, 2)]))
+
+
+def test_resume_mid_draw_equals_uninterrupted_bit_for_bit(tmp_path):
+    """The runner's stream draws BATCHES_PER_DRAW batches a call; a checkpoint taken between draws keeps
+    the unused ones, so resuming at a step that is not a multiple of the draw size changes nothing."""
+    from mingpt import tasks
+    from mingpt.experiments import BATCHES_PER_DRAW, BatchStream
+    ids = torch.tensor([tasks.TASKS.index("sort_asc"), tasks.TASKS.index("add1")])
+    stream = lambda: BatchStream(lambda g: ids[torch.randint(2, (ROWS,), generator=g)], N_S, "cpu")
+    config = GPTConfig(vocab_size=10, block_size=N_S + 20, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
+    settings = dict(method="pretrain", batch_size=ROWS, learning_rate=1e-2, progress=False, seed=5,
+                    checkpoint_every=1000)
+    stop, total = BATCHES_PER_DRAW + 5, 2 * BATCHES_PER_DRAW + 3
+    torch.manual_seed(0)
+    straight = GPT(config)
+    train(straight, TrainSettings(max_iters=total, **settings), stream())
+    path = str(tmp_path / "run.pt")
+    torch.manual_seed(0)
+    train(GPT(config), TrainSettings(max_iters=stop, checkpoint_path=path, **settings), stream())
+    torch.manual_seed(0)
+    resumed = GPT(config)        # a fresh process: new model, new stream, the checkpoint on disk
+    train(resumed, TrainSettings(max_iters=total, checkpoint_path=path, **settings), stream())
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_lora_twice_on_one_model_is_a_clear_error():
+    model = base_model()
+    settings = TrainSettings(method="lora", max_iters=1, batch_size=ROWS, progress=False)
+    train(model, settings, batch_fn([fixed_batches(0, 1)]))
+    with pytest.raises(ValueError, match="already has LoRA adapters"):
+        train(model, settings, batch_fn([fixed_batches(0, 1)]))
+
+
+def test_lora_weights_of_other_adapters_do_not_load():
+    from mingpt.lora import add_lora, load_lora, lora_parameters
+    trained = base_model()
+    add_lora(trained, 1, ("mlp", "attn_out"))
+    state = {k: v.detach() for k, v in lora_parameters(trained).items()}
+    model = base_model()
+    add_lora(model, 1, ("mlp",))
+    with pytest.raises(ValueError, match=r"does not match the model's LoRA adapters \(missing \[\], unexpected "
+                                         r"\['transformer.h.0.attn.c_proj.lora_A'"):
+        load_lora(model, state)
+    plain = base_model()
+    with pytest.raises(ValueError, match=r"0 expected\): add_lora with the rank and targets"):
+        load_lora(plain, state)
+    same = base_model()
+    add_lora(same, 1, ("mlp", "attn_out"))
+    load_lora(same, state)
+    assert all(torch.equal(v, lora_parameters(same)[k]) for k, v in state.items())

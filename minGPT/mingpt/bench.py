@@ -15,7 +15,7 @@ import time
 import torch
 
 from . import tasks
-from .experiments import BATCHES_PER_DRAW, batch_stream, default_device, hardware
+from .experiments import BATCHES_PER_DRAW, BatchStream, default_device, hardware
 from .model import GPT, GPTConfig
 from .trainer import TrainSettings, train
 
@@ -54,7 +54,7 @@ def step_time(config: GPTConfig, method: str, batch: int, prefix_len: int, steps
                                  loss_positions=tasks.OUTPUT_LEN,
                                  log_every=10 ** 9)
         placeholders = 0 if method == "prefix" else prefix_len  # a prefix takes the placeholders' positions
-        train(GPT(config), settings, batch_stream(lambda g: ids, placeholders, device), device)
+        train(GPT(config), settings, BatchStream(lambda g: ids, placeholders, device), device)
 
     warmup = max(3, steps // 5)
     run(warmup)  # first call compiles kernels and warms the allocator
@@ -63,9 +63,9 @@ def step_time(config: GPTConfig, method: str, batch: int, prefix_len: int, steps
 
 
 def data_time(batch: int, prefix_len: int, steps: int, device, repeats: int = 1) -> float:
-    """Seconds of data generation per training step, through the training pipeline (`batch_stream`)."""
+    """Seconds of data generation per training step, through the training pipeline (`BatchStream`)."""
     ids = torch.zeros(batch, dtype=torch.long, device=device)
-    get_batch = batch_stream(lambda g: ids, prefix_len, device)
+    get_batch = BatchStream(lambda g: ids, prefix_len, device)
     g = torch.Generator(device=device).manual_seed(0)
     for _ in range(BATCHES_PER_DRAW):  # warm-up: exactly one draw, so each timed run starts a new one
         get_batch(g)

@@ -39,12 +39,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import checkpoint, tasks
-from .lora import add_lora, lora_parameters
+from .lora import add_lora, load_lora, lora_parameters
 from .model import GPT, GPTConfig
 from .trainer import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[2]
-BATCHES_PER_DRAW = 16  # training batches generated per sampler call (see batch_stream)
+BATCHES_PER_DRAW = 16  # training batches generated per sampler call (see BatchStream)
 EXPERIMENTS = ("A", "B", "C", "D")
 PROFILES = ("paper", "gpu", "cpu", "quick")
 
@@ -257,23 +257,32 @@ def hardware(device: str) -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
-def batch_stream(draw_task_ids, placeholders: int, device):
+class BatchStream:
     """get_batch for the trainer; draw_task_ids(generator) gives one batch's task ids, and each sequence
     starts with `placeholders` zero pads (0 for prefix-tuning: the prefix takes their positions).
 
     Draws BATCHES_PER_DRAW steps' batches at once: the sampler's fixed cost per call (and on a GPU
-    its one host synchronisation) is paid once every BATCHES_PER_DRAW steps. A run resumed from a
-    checkpoint starts a fresh draw (the rest of the last one is skipped).
+    its one host synchronisation) is paid once every BATCHES_PER_DRAW steps. The batches not yet
+    used are part of the training state (`state_dict`, saved with the trainer's checkpoints), so a
+    run resumed mid-draw sees the same batches as an uninterrupted one.
     """
-    queue = []
 
-    def get_batch(generator):
-        if not queue:
-            ids = torch.cat([draw_task_ids(generator) for _ in range(BATCHES_PER_DRAW)])
-            x, y = tasks.make_batch(ids, placeholders, "train", generator, device)
-            queue.extend(zip(x.chunk(BATCHES_PER_DRAW), y.chunk(BATCHES_PER_DRAW)))
-        return queue.pop(0)
-    return get_batch
+    def __init__(self, draw_task_ids, placeholders: int, device):
+        self.draw_task_ids, self.placeholders, self.device = draw_task_ids, placeholders, device
+        self.queue: List[Tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, generator):
+        if not self.queue:
+            ids = torch.cat([self.draw_task_ids(generator) for _ in range(BATCHES_PER_DRAW)])
+            x, y = tasks.make_batch(ids, self.placeholders, "train", generator, self.device)
+            self.queue.extend(zip(x.chunk(BATCHES_PER_DRAW), y.chunk(BATCHES_PER_DRAW)))
+        return self.queue.pop(0)
+
+    def state_dict(self) -> dict:
+        return {"queue": [(x.cpu(), y.cpu()) for x, y in self.queue]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.queue = [(x.to(self.device), y.to(self.device)) for x, y in state["queue"]]
 
 
 def default_device() -> str:
@@ -388,12 +397,12 @@ class Runner:
         with `placeholders` zero pads."""
         ids = torch.tensor([tasks.TASKS.index(t) for t in task_names], device=self.device)
         ids = ids.repeat_interleave(rows_per_task)
-        return batch_stream(lambda generator: ids, placeholders, self.device)
+        return BatchStream(lambda generator: ids, placeholders, self.device)
 
     def _mixture_batches(self, task_names, rows: int, placeholders: int):
         """get_batch for pretraining: every row draws its task uniformly from `task_names`."""
         ids = torch.tensor([tasks.TASKS.index(t) for t in task_names], device=self.device)
-        return batch_stream(
+        return BatchStream(
             lambda generator: ids[torch.randint(len(ids), (rows,), generator=generator, device=self.device)],
             placeholders, self.device)
 
@@ -427,8 +436,9 @@ class Runner:
         train(model, settings, self.task_batches((task,), spec.finetune.batch_size, spec.prefix_len), self.device)
         model.eval()
         self.store.trained = True
-        if spec.save_finetuned:
+        if spec.save_finetuned:  # evaluate what is committed: the half-precision copy
             self.store.save(path, checkpoint.model_state(model, half=True), meta)
+            return checkpoint.load_model_from(checkpoint.read(path), config, path).to(self.device)
         return model
 
     def prefixes(self, spec: Experiment, seed: int, base: GPT, group: Tuple[str, ...], phase: Phase
@@ -469,7 +479,7 @@ class Runner:
             self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}}, meta)
         else:
             add_lora(model, rank=1, targets=lora.targets)
-            model.load_state_dict(stored["lora"], strict=False)
+            load_lora(model, stored["lora"], str(path))
         return model.eval()
 
     def _scratch(self, path: Path, meta: dict) -> Path:

@@ -43,6 +43,9 @@ def add_lora(model: nn.Module, rank: int, targets: Iterable[str] = ("mlp",)) -> 
         raise ValueError(f"unknown LoRA target(s) {unknown}; choose from {sorted(LORA_TARGETS)}")
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    if lora_parameters(model):
+        raise ValueError("the model already has LoRA adapters; add_lora wraps a plain model once "
+                         "(build a fresh copy of the base model to train another adapter)")
     model.requires_grad_(False)
     params = []
     for block in model.transformer.h:
@@ -59,3 +62,14 @@ def add_lora(model: nn.Module, rank: int, targets: Iterable[str] = ("mlp",)) -> 
 def lora_parameters(model: nn.Module) -> Dict[str, torch.Tensor]:
     """The LoRA parameters of a model, by name (what a LoRA checkpoint stores)."""
     return {n: p for n, p in model.named_parameters() if ".lora_" in n}
+
+
+def load_lora(model: nn.Module, state: Dict[str, torch.Tensor], source: str = "the LoRA checkpoint") -> None:
+    """Load adapter weights into a model that `add_lora` has wrapped: exactly its LoRA parameters, no more, no less."""
+    expected = set(lora_parameters(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if not expected or missing or unexpected:
+        raise ValueError(f"{source} does not match the model's LoRA adapters (missing {missing[:4]}, unexpected "
+                         f"{unexpected[:4]}, {len(expected)} expected): add_lora with the rank and targets it "
+                         "was trained with before loading")
+    model.load_state_dict(state, strict=False)

@@ -27,13 +27,14 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .lora import add_lora, lora_parameters
+from .lora import add_lora, load_lora, lora_parameters
 from .model import check_config
 
 METHODS = ("pretrain", "finetune", "prefix", "lora")
 
 # get_batch(generator) -> (x, y): (rows, T) inputs and targets (-1 = no loss). For method "prefix"
-# the rows are n_prefixes blocks of batch_size rows, block k for prefix k.
+# the rows are n_prefixes blocks of batch_size rows, block k for prefix k. A get_batch with state of its
+# own beside the generator also has state_dict() and load_state_dict(state), checkpointed with the run.
 BatchFn = Callable[[torch.Generator], Tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -108,7 +109,7 @@ def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device=
     params, prefixes = _trainable(model, s, device)
     optimizer = _adamw(model, params, s)
     result = TrainResult(prefixes=prefixes)
-    _resume(model, s, optimizer, data_rng, result)
+    _resume(model, s, optimizer, data_rng, result, get_batch)
 
     rows_per_prefix = torch.arange(s.n_prefixes, device=device).repeat_interleave(s.batch_size)
     bar = tqdm(range(result.step, s.max_iters), initial=result.step, total=s.max_iters,
@@ -139,7 +140,7 @@ def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device=
         if logged and on_log is not None:
             on_log(result)
         if s.checkpoint_path and (done % s.checkpoint_every == 0 or done == s.max_iters):
-            _save(model, s, optimizer, data_rng, result)
+            _save(model, s, optimizer, data_rng, result, get_batch)
     return result
 
 
@@ -213,18 +214,20 @@ def _state(model: nn.Module, s: TrainSettings, prefixes) -> Dict[str, torch.Tens
     return model.state_dict()
 
 
-def _save(model, s, optimizer, data_rng, result: TrainResult) -> None:
+def _save(model, s, optimizer, data_rng, result: TrainResult, get_batch: BatchFn) -> None:
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     checkpoint.atomic_save({
         "settings": asdict(s), "model_config": asdict(model.config), "step": result.step,
         "trained": _state(model, s, result.prefixes), "optimizer": optimizer.state_dict(),
         "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
         "losses": result.losses,
+        "batch_source": get_batch.state_dict() if hasattr(get_batch, "state_dict") else None,
     }, s.checkpoint_path)
 
 
-def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult) -> None:
-    """Continue from `s.checkpoint_path` when it exists (a finished run returns at once)."""
+def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult, get_batch: BatchFn) -> None:
+    """Continue from `s.checkpoint_path` when it exists (a finished run returns at once). A batch source with
+    state of its own (`state_dict` / `load_state_dict`, e.g. batches drawn ahead) gets it back too."""
     if not s.checkpoint_path or not Path(s.checkpoint_path).exists():
         return
     ckpt = checkpoint.read(s.checkpoint_path)
@@ -244,10 +247,15 @@ def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult) -
                              f"this run trains {tuple(result.prefixes.shape)}; use another checkpoint_path")
         result.prefixes.data.copy_(trained["prefixes"])
     else:
-        model.load_state_dict(trained, strict=s.method != "lora")
+        if s.method == "lora":
+            load_lora(model, trained, s.checkpoint_path)
+        else:
+            model.load_state_dict(trained)
     optimizer.load_state_dict(ckpt["optimizer"])
     data_rng.set_state(ckpt["data_rng"])
     torch.set_rng_state(ckpt["torch_rng"])
     if ckpt["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
     result.step, result.losses = ckpt["step"], ckpt["losses"]
+    if ckpt.get("batch_source") is not None and hasattr(get_batch, "load_state_dict"):
+        get_batch.load_state_dict(ckpt["batch_source"])
