@@ -70,8 +70,20 @@ def test_top_p_sampling(generator):
     assert set(draws[:, 0].tolist()) == {1, 2}  # 0.6 + 0.3 reaches 0.8; 0.1 is outside the nucleus
     assert set(draws[:, 1].tolist()) == {0, 1, 2, 3}
     torch.manual_seed(0)
-    sampled = generator.generate([[5, 17], [3]], max_gen_len=5, temperature=1.0, top_p=0.9)
-    assert [len(c) for c in sampled] == [5, 5] and all(0 <= t < 61 for c in sampled for t in c)
+    prompts = [[5, 17], [3]]
+    sampled = generator.generate(prompts, max_gen_len=5, temperature=1.0, top_p=0.5)
+    assert [len(c) for c in sampled] == [5, 5]
+    outside = 0
+    for prompt, completion in zip(prompts, sampled):  # every sampled token lies in its step's nucleus
+        sequence = prompt + completion
+        with torch.no_grad():
+            probs = generator.model(torch.tensor([sequence]))[0].softmax(-1)
+        for t in range(len(prompt), len(sequence)):
+            ranked = probs[t - 1].sort(descending=True)
+            mass_before = ranked.values.cumsum(0) - ranked.values
+            nucleus = ranked.indices[mass_before < 0.5].tolist()
+            outside += sequence[t] not in nucleus
+    assert outside == 0
 
 
 def test_bench_prints_markdown_table(capsys):

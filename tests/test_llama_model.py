@@ -97,7 +97,7 @@ def test_prefix_shared_equals_per_sample(model):
     prefix = torch.randn(2, 3, 32)
     with torch.no_grad():
         shared = model(tokens, prefix=prefix)
-        per_sample = model(tokens, prefix=prefix.expand(2, *prefix.shape))
+        per_sample = model(tokens, prefix=torch.stack([prefix, prefix.clone()]))  # copies: no expand on this side
         other = model(tokens, prefix=torch.stack([prefix, torch.randn(2, 3, 32)]))
     assert torch.equal(shared, per_sample)
     assert torch.equal(other[0], shared[0]) and not torch.allclose(other[1], shared[1])

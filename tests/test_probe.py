@@ -1,16 +1,38 @@
 """The budget probe: one component trained on a stored pretrained model, evaluated along the way."""
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 
 from mingpt import probe
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_probe_evaluates_along_the_way_and_counts_lora_parameters():
-    record = probe.probe("C", "lora", "double_hist", samples=256, lr=5e-3, evals=2, eval_samples=64, progress=False)
+
+def committed_root(tmp_path: Path) -> Path:
+    """A root holding a copy of the committed cpu C seed-0 pretrained model only: nothing can be written
+    into the repository's checkpoints."""
+    source = REPO / "minGPT" / "checkpoints" / "cpu" / "C"
+    target = tmp_path / "minGPT" / "checkpoints" / "cpu" / "C"
+    (target / "seed0").mkdir(parents=True)
+    shutil.copy(source / "manifest.json", target / "manifest.json")
+    shutil.copy(source / "seed0" / "pretrained.pt", target / "seed0" / "pretrained.pt")
+    return tmp_path
+
+
+def test_probe_evaluates_along_the_way_and_counts_lora_parameters(tmp_path):
+    record = probe.probe("C", "lora", "double_hist", samples=256, lr=5e-3, evals=2, eval_samples=64, progress=False,
+                         root=committed_root(tmp_path))
     assert [point["samples"] for point in record["curve"]] == [128, 256]
     assert record["model"] == "2/4/64"
     assert record["trained_params"] == 10 * 64 * 2  # MLP-only rank-1 LoRA: 10·d·L, as an n_S = 10 prefix
-    assert 0 <= record["final_accuracy"] <= 100
+    recorded = json.loads((REPO / "results" / "section5" / "cpu" / "C.json").read_text())
+    committed = recorded["seeds"]["0"]["accuracy"]["pretrained"]                               # the committed model's
+    assert record["pretrained_accuracy"] == {task: committed[task] for task in record["pretrained_accuracy"]}
+    assert sorted(p.name for p in (tmp_path / "minGPT" / "checkpoints" / "cpu" / "C").rglob("*")) == \
+        ["manifest.json", "pretrained.pt", "seed0"]
 
 
 @pytest.mark.parametrize("kwargs, message", [

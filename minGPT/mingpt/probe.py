@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -39,14 +40,16 @@ def parse_model(text: str) -> ModelSpec:
 
 def probe(experiment: str, method: str, task: str, samples: int, lr: float, profile: str = "cpu",
           seed: int = 0, model: str = "", pretrain_samples: int = 0, evals: int = 8,
-          eval_samples: int = 640, progress: bool = True) -> dict:
-    """Train the component, evaluating along the way; return the record (see module docstring)."""
+          eval_samples: int = 640, progress: bool = True, root: Optional[Path] = None) -> dict:
+    """Train the component, evaluating along the way; return the record (see module docstring).
+
+    root: where the stored pretrained models are read (default: the repository's checkpoints)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if task not in tasks.TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {tasks.TASKS}")
     start = time.time()
-    runner = Runner(profile, progress=progress)
+    runner = Runner(profile, root=root, progress=progress)
     if experiment not in runner.specs:
         raise ValueError(f"unknown experiment {experiment!r}; choose from {tuple(runner.specs)}")
     spec = runner.specs[experiment]
