@@ -43,3 +43,15 @@ def test_a_fine_tuned_model_is_evaluated_as_committed(tmp_path):
     committed = checkpoint.load_model_from(checkpoint.read(path), spec.model.config(spec.prefix_len), path)
     for (name, a), b in zip(trained.state_dict().items(), committed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_show_profile_prints_every_resolved_phase(capsys):
+    experiments.main(["--show-profile", "cpu"])
+    out = capsys.readouterr().out
+    assert "B: 1 layer(s) × 4 head(s) × width 128, no LayerNorm before attention, n_S = 1" in out
+    lines = {" ".join(line.split()) for line in out.splitlines()}
+    assert "prefixes ↗ ↘ +1 +2 ×4 inits 64,000 samples 64 rows lr 0.01 cosine, warm-up 20 (1,000 steps)" in lines
+    assert "rank-1 LoRA mlp+attn_out on H 60,000 samples 64 rows lr 0.005 cosine, warm-up 20 (938 steps)" in lines
+    experiments.main(["--show-profile", "paper"])
+    lines = {" ".join(line.split()) for line in capsys.readouterr().out.splitlines()}
+    assert "prefixes ↗+1 H 32,000,000 samples 64 rows lr 5e-05 constant (500,000 steps)" in lines

@@ -13,10 +13,11 @@ C  can learn a composition, not a new pattern: 4 layers, n_S = 10; prefixes (and
 D  prefix-tuning vs LoRA at equal parameter count on the double histogram: a model pretrained with
    n_S = 12; a prefix and a rank-1 LoRA of the MLP and attention output, 12,288 parameters each.
 
-Profiles: ``paper`` (the companion protocol: batch 64, its iterations and learning rates), ``gpu``
-(the paper's number of training samples per phase with large batches and adapted learning rates;
-all prefixes of a phase train together), ``cpu`` (budgets for a 2-core machine; smaller models where
-stated) and ``quick`` (seconds; only checks that everything runs).
+Profiles (`mingpt/profiles.py`, one table each; ``--show-profile NAME`` prints every phase): ``paper``
+(the companion protocol: batch 64, its iterations and learning rates), ``gpu`` (the paper's number of
+training samples per phase with large batches and adapted learning rates; all prefixes of a phase
+train together), ``cpu`` (budgets for a 2-core machine; smaller models where stated) and ``quick``
+(seconds; only checks that everything runs).
 
 Every trained component is cached: a checkpoint under ``<root>/minGPT/checkpoints/<profile>`` is
 loaded (its sha256 checked against the manifest) instead of retraining, unless the profile's settings
@@ -27,12 +28,11 @@ fine-tuned models) reuse their recorded accuracies from the results file.
 import argparse
 import hashlib
 import json
-import math
 import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -40,186 +40,12 @@ import torch
 
 from . import checkpoint, tasks
 from .lora import add_lora, load_lora, lora_parameters
-from .model import GPT, GPTConfig
+from .model import GPT
+from .profiles import EXPERIMENTS, PROFILES, Experiment, LoRASpec, Phase, describe, profile
 from .trainer import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[2]
 BATCHES_PER_DRAW = 16  # training batches generated per sampler call (see BatchStream)
-EXPERIMENTS = ("A", "B", "C", "D")
-PROFILES = ("paper", "gpu", "cpu", "quick")
-
-
-# ---- specifications --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Phase:
-    """How one component trains: samples per trained object (per prefix), rows per step, learning rate."""
-    samples: int
-    batch_size: int
-    lr: float
-    schedule: str = "constant"
-    warmup: int = 0
-
-    @property
-    def iters(self) -> int:
-        return math.ceil(self.samples / self.batch_size)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    n_layer: int
-    n_head: int
-    n_embd: int
-    attn_layernorm: bool = True
-
-    def config(self, prefix_len: int) -> GPTConfig:
-        return GPTConfig(vocab_size=tasks.VOCAB_SIZE, block_size=prefix_len + 2 * tasks.INPUT_LEN,
-                         n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
-                         attn_layernorm=self.attn_layernorm)
-
-
-@dataclass(frozen=True)
-class LoRASpec:
-    name: str
-    targets: Tuple[str, ...]
-    task: str
-    phase: Phase
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    model: ModelSpec
-    prefix_len: int
-    pretrain_tasks: Tuple[str, ...]
-    pretrain: Phase
-    eval_tasks: Tuple[str, ...]
-    finetune: Optional[Phase] = None
-    finetune_tasks: Tuple[str, ...] = ()
-    save_finetuned: bool = True                    # False: too large to commit; accuracies are recorded
-    prefix_groups: Tuple[Tuple[Tuple[str, ...], Phase], ...] = ()   # prefixes trained together
-    loras: Tuple[LoRASpec, ...] = ()
-    full_prefix_matrix: bool = True                # every prefix on every eval task, or its own task only
-    prefix_restarts: int = 1                       # >1: train that many inits per task, keep the lowest loss
-    eval_samples: int = 3200
-
-
-def _paper(it: int, lr: float) -> Phase:
-    return Phase(samples=64 * it, batch_size=64, lr=lr)
-
-
-MIX, SORT, SORT_DESC, HIST = tasks.PRETRAIN_TASKS, ("sort_asc",), ("sort_desc",), ("double_hist",)
-TINY = ModelSpec(1, 1, 96)
-ONE_LAYER = ModelSpec(1, 4, 256, attn_layernorm=False)
-FOUR_LAYERS = ModelSpec(4, 4, 256)
-
-
-def _paper_profile() -> Dict[str, Experiment]:
-    return {
-        "A": Experiment("A", TINY, 1, SORT, _paper(20_000, 5e-4), ("sort_asc", "sort_desc"),
-                        finetune=_paper(10_000, 5e-4), finetune_tasks=SORT_DESC,
-                        prefix_groups=((SORT_DESC, _paper(40_000, 5e-4)),)),
-        "B": Experiment("B", ONE_LAYER, 1, MIX, _paper(20_000, 5e-4), MIX,
-                        prefix_groups=((MIX, _paper(30_000, 5e-5)),)),
-        "C": Experiment("C", FOUR_LAYERS, 10, MIX, _paper(40_000, 5e-4), tasks.TASKS,
-                        finetune=_paper(10_000, 5e-4), finetune_tasks=tasks.TASKS, save_finetuned=False,
-                        prefix_groups=((MIX, _paper(20_000, 5e-5)),
-                                       (("sort_asc_add1", "double_hist"), _paper(500_000, 5e-5))),
-                        loras=(LoRASpec("lora_mlp", ("mlp",), "double_hist", _paper(10_000, 5e-3)),),
-                        full_prefix_matrix=False),
-        "D": Experiment("D", FOUR_LAYERS, 12, MIX, _paper(40_000, 5e-4), HIST,
-                        prefix_groups=((HIST, _paper(100_000, 5e-5)),),
-                        loras=(LoRASpec("lora_mlp_attn_out", ("mlp", "attn_out"), "double_hist",
-                                        _paper(10_000, 5e-3)),)),
-    }
-
-
-def _large_batch(phase: Phase, batch_size: int, lr: float, schedule="constant", warmup=0) -> Phase:
-    """The same number of samples as `phase` in steps of `batch_size` rows."""
-    return Phase(phase.samples, batch_size, lr, schedule, warmup)
-
-
-def _gpu_profile() -> Dict[str, Experiment]:
-    """The paper's samples per phase; larger batches where the steps are many or the time goes.
-
-    A's pretraining and fine-tuning keep the paper's batch of 64 (a tiny model, cheap either way).
-    Pretraining 256 (B) or 512 rows a step, fine-tuning 512, LoRA 128, with warm-up and cosine decay;
-    prefixes 512 rows each a step at a constant 1e-3, or 4096 rows each with cosine decay for the
-    long phases (over 4M samples each), where the time goes.
-    """
-    paper = _paper_profile()
-    pretrain = lambda p: Phase(p.samples, 512, 1e-3, "cosine", 200)
-    finetune = lambda p: Phase(p.samples, 512, 5e-4, "cosine", 100)
-    prefix = lambda p: (Phase(p.samples, 512, 1e-3) if p.samples < 4e6
-                        else Phase(p.samples, 4096, 2e-3, "cosine", 100))
-    lora = lambda p: Phase(p.samples, 128, 5e-3, "cosine", 50)
-    out = {name: _rescale(spec, pretrain, finetune, prefix, lora) for name, spec in paper.items()}
-    out["A"] = replace(out["A"], pretrain=paper["A"].pretrain, finetune=paper["A"].finetune)
-    # B: single inits of the n_S = 1 prefixes can plateau (a 512-row, one-init run left ↘ at 0.15 loss
-    # per token); the paper's 1.92M samples per task go to 4 inits of 480k in 64-row steps, the
-    # lowest final loss kept
-    b_prefix = paper["B"].prefix_groups[0][1]
-    out["B"] = replace(out["B"], pretrain=Phase(paper["B"].pretrain.samples, 256, 1e-3, "cosine", 200),
-                       prefix_groups=((MIX, Phase(b_prefix.samples // 4, 64, 1e-3)),), prefix_restarts=4)
-    return out
-
-
-def _cpu_profile() -> Dict[str, Experiment]:
-    """2-core budgets: far fewer samples; B uses width 128, C and D 2 layers of width 64.
-
-    Every prefix trains in many small steps (64 rows) at learning rate 1e-2 with cosine decay.
-    B pretrains on 1.2M samples (its four tasks each need about as many as A's one: with 300k its
-    ↗ / ↘ prefixes reached 70 / 59 %) and its n_S = 1 prefixes get 4 initialisations each, the lowest
-    final loss kept (see the gpu profile).
-    With width d and L layers the parameter counts still match as in the paper: an n_S = 12 prefix and
-    a rank-1 LoRA of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
-    """
-    gpu = _gpu_profile()
-    small_b, small_cd = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(2, 4, 64)
-    a, b, c, d = gpu["A"], gpu["B"], gpu["C"], gpu["D"]
-    prefix = lambda samples: Phase(samples, 64, 1e-2, "cosine", 20)
-    lora = lambda l: replace(l, phase=Phase(60_000, 64, 5e-3, "cosine", 20))
-    pretrain_cd = Phase(450_000, 256, 1.5e-3, "cosine", 100)
-    return {
-        "A": replace(a, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
-                     finetune=Phase(150_000, 256, 1e-3, "cosine", 50),
-                     prefix_groups=((SORT_DESC, prefix(150_000)),)),
-        "B": replace(b, model=small_b, pretrain=Phase(1_200_000, 256, 2e-3, "cosine", 100),
-                     prefix_groups=((MIX, prefix(64_000)),), prefix_restarts=4),
-        "C": replace(c, model=small_cd, pretrain=pretrain_cd, finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
-                     prefix_groups=((MIX, prefix(160_000)), (("sort_asc_add1", "double_hist"), prefix(160_000))),
-                     loras=tuple(lora(l) for l in c.loras)),
-        "D": replace(d, model=small_cd, pretrain=pretrain_cd, prefix_groups=((HIST, prefix(100_000)),),
-                     loras=tuple(lora(l) for l in d.loras)),
-    }
-
-
-def _quick_profile() -> Dict[str, Experiment]:
-    """A few steps of everything on tiny models: checks that the pipeline runs, not the claims."""
-    cpu = _cpu_profile()
-    tiny = lambda p: Phase(8 * 16, 16, p.lr, p.schedule, 0)
-    small = ModelSpec(1, 2, 32)
-    out = {}
-    for name, spec in cpu.items():
-        spec = _rescale(spec, tiny, tiny, tiny, tiny)
-        out[name] = replace(spec, model=replace(small, attn_layernorm=spec.model.attn_layernorm),
-                            eval_samples=64)
-    return out
-
-
-def _rescale(spec: Experiment, pretrain, finetune, prefix, lora) -> Experiment:
-    """Apply a phase transformation to every phase of an experiment."""
-    return replace(spec, pretrain=pretrain(spec.pretrain),
-                   finetune=finetune(spec.finetune) if spec.finetune else None,
-                   prefix_groups=tuple((group, prefix(phase)) for group, phase in spec.prefix_groups),
-                   loras=tuple(replace(l, phase=lora(l.phase)) for l in spec.loras))
-
-
-def profile(name: str) -> Dict[str, Experiment]:
-    builders = {"paper": _paper_profile, "gpu": _gpu_profile, "cpu": _cpu_profile, "quick": _quick_profile}
-    if name not in builders:
-        raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")
-    return builders[name]()
 
 
 # ---- where things live ----------------------------------------------------------------------------
@@ -630,7 +456,12 @@ def main(argv=None):
                         help="where checkpoints/results go (default: the repository, or $REPRO_OUT)")
     parser.add_argument("--retrain", action="store_true", help="ignore stored components and train again")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--show-profile", choices=PROFILES, metavar="PROFILE",
+                        help="print every phase of PROFILE (models, samples, rows, learning rates) and exit")
     args = parser.parse_args(argv)
+    if args.show_profile:
+        print(describe(args.show_profile))
+        return
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; choose from {EXPERIMENTS}")

@@ -23,7 +23,8 @@ from typing import Optional
 import torch
 
 from . import tasks
-from .experiments import PROFILES, REPO, ModelSpec, Runner, accuracies, hardware
+from .experiments import REPO, Runner, accuracies, hardware
+from .profiles import PROFILES, ModelSpec
 from .model import GPT
 from .trainer import train
 

@@ -1,0 +1,216 @@
+"""The settings of experiments A-D under each profile, written out: one table per profile.
+
+    python -m mingpt.experiments --show-profile cpu      # every phase of a profile, resolved
+
+The experiments' structure is the paper's and the same in every profile (which tasks, which prefixes,
+which LoRA); a profile chooses the model shapes and the phases: training samples per trained object
+(per prefix), rows per step, learning rate, schedule and warm-up.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from . import tasks
+from .model import GPTConfig
+
+EXPERIMENTS = ("A", "B", "C", "D")
+PROFILES = ("paper", "gpu", "cpu", "quick")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """How one component trains: samples per trained object (per prefix), rows per step, learning rate."""
+    samples: int
+    batch_size: int
+    lr: float
+    schedule: str = "constant"
+    warmup: int = 0
+
+    @property
+    def iters(self) -> int:
+        return math.ceil(self.samples / self.batch_size)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    attn_layernorm: bool = True
+
+    def config(self, prefix_len: int) -> GPTConfig:
+        return GPTConfig(vocab_size=tasks.VOCAB_SIZE, block_size=prefix_len + 2 * tasks.INPUT_LEN,
+                         n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                         attn_layernorm=self.attn_layernorm)
+
+
+@dataclass(frozen=True)
+class LoRASpec:
+    name: str
+    targets: Tuple[str, ...]
+    task: str
+    phase: Phase
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    model: ModelSpec
+    prefix_len: int
+    pretrain_tasks: Tuple[str, ...]
+    pretrain: Phase
+    eval_tasks: Tuple[str, ...]
+    finetune: Optional[Phase] = None
+    finetune_tasks: Tuple[str, ...] = ()
+    save_finetuned: bool = True                    # False: too large to commit; accuracies are recorded
+    prefix_groups: Tuple[Tuple[Tuple[str, ...], Phase], ...] = ()   # prefixes trained together
+    loras: Tuple[LoRASpec, ...] = ()
+    full_prefix_matrix: bool = True                # every prefix on every eval task, or its own task only
+    prefix_restarts: int = 1                       # >1: train that many inits per task, keep the lowest loss
+    eval_samples: int = 3200
+
+
+MIX, SORT, SORT_DESC, HIST = tasks.PRETRAIN_TASKS, ("sort_asc",), ("sort_desc",), ("double_hist",)
+NEW_TASKS = ("sort_asc_add1", "double_hist")
+
+
+# ---- the four experiments: their structure, with the profile's models and phases -------------------
+
+def experiment_a(model: ModelSpec, pretrain: Phase, finetune: Phase, prefix: Phase, eval_samples=3200) -> Experiment:
+    """Pretrained on ↗ only; full fine-tuning vs an n_S = 1 prefix on ↘."""
+    return Experiment("A", model, 1, SORT, pretrain, ("sort_asc", "sort_desc"), finetune=finetune,
+                      finetune_tasks=SORT_DESC, prefix_groups=((SORT_DESC, prefix),), eval_samples=eval_samples)
+
+
+def experiment_b(model: ModelSpec, pretrain: Phase, prefix: Phase, restarts: int, eval_samples=3200) -> Experiment:
+    """Pretrained on the mixture; one n_S = 1 prefix per pretraining task, each on every task."""
+    return Experiment("B", model, 1, MIX, pretrain, MIX, prefix_groups=((MIX, prefix),), prefix_restarts=restarts,
+                      eval_samples=eval_samples)
+
+
+def experiment_c(model: ModelSpec, pretrain: Phase, finetune: Phase, prefix_mix: Phase, prefix_new: Phase,
+                 lora: Phase, eval_samples=3200) -> Experiment:
+    """n_S = 10: prefixes (and full fine-tuning) on the four pretraining tasks, ↗+1 and H; MLP-only LoRA on H."""
+    return Experiment("C", model, 10, MIX, pretrain, tasks.TASKS, finetune=finetune, finetune_tasks=tasks.TASKS,
+                      save_finetuned=False, prefix_groups=((MIX, prefix_mix), (NEW_TASKS, prefix_new)),
+                      loras=(LoRASpec("lora_mlp", ("mlp",), "double_hist", lora),), full_prefix_matrix=False,
+                      eval_samples=eval_samples)
+
+
+def experiment_d(model: ModelSpec, pretrain: Phase, prefix: Phase, lora: Phase, eval_samples=3200) -> Experiment:
+    """n_S = 12: a prefix and a rank-1 LoRA of MLP + attention output on H, with equal parameter counts."""
+    return Experiment("D", model, 12, MIX, pretrain, HIST, prefix_groups=((HIST, prefix),),
+                      loras=(LoRASpec("lora_mlp_attn_out", ("mlp", "attn_out"), "double_hist", lora),),
+                      eval_samples=eval_samples)
+
+
+# ---- the profiles -------------------------------------------------------------------------------
+
+TINY = ModelSpec(1, 1, 96)
+ONE_LAYER = ModelSpec(1, 4, 256, attn_layernorm=False)
+FOUR_LAYERS = ModelSpec(4, 4, 256)
+
+
+def paper_profile() -> Dict[str, Experiment]:
+    """The companion protocol: batch 64, its iterations (×64 = samples) and learning rates."""
+    return {
+        "A": experiment_a(TINY, pretrain=Phase(1_280_000, 64, 5e-4), finetune=Phase(640_000, 64, 5e-4),
+                          prefix=Phase(2_560_000, 64, 5e-4)),
+        "B": experiment_b(ONE_LAYER, pretrain=Phase(1_280_000, 64, 5e-4), prefix=Phase(1_920_000, 64, 5e-5), restarts=1),
+        "C": experiment_c(FOUR_LAYERS, pretrain=Phase(2_560_000, 64, 5e-4), finetune=Phase(640_000, 64, 5e-4),
+                          prefix_mix=Phase(1_280_000, 64, 5e-5), prefix_new=Phase(32_000_000, 64, 5e-5),
+                          lora=Phase(640_000, 64, 5e-3)),
+        "D": experiment_d(FOUR_LAYERS, pretrain=Phase(2_560_000, 64, 5e-4), prefix=Phase(6_400_000, 64, 5e-5),
+                          lora=Phase(640_000, 64, 5e-3)),
+    }
+
+
+def gpu_profile() -> Dict[str, Experiment]:
+    """The paper's samples per phase in larger batches where the steps are many.
+
+    A keeps the paper's batch of 64 for pretraining and fine-tuning (a tiny model, cheap either way).
+    Pretraining 256 (B) or 512 rows a step, fine-tuning 512, LoRA 128, with warm-up and cosine decay;
+    prefixes 512 rows each at a constant 1e-3, or 4096 rows each with cosine decay for the phases of over
+    4M samples each. B: a single init of an n_S = 1 prefix can plateau (a 512-row one-init run left ↘ at a
+    loss of 0.15 per token), so the paper's 1.92M samples per task go to 4 inits of 480k in 64-row steps,
+    the lowest final loss kept.
+    """
+    return {
+        "A": experiment_a(TINY, pretrain=Phase(1_280_000, 64, 5e-4), finetune=Phase(640_000, 64, 5e-4),
+                          prefix=Phase(2_560_000, 512, 1e-3)),
+        "B": experiment_b(ONE_LAYER, pretrain=Phase(1_280_000, 256, 1e-3, "cosine", 200),
+                          prefix=Phase(480_000, 64, 1e-3), restarts=4),
+        "C": experiment_c(FOUR_LAYERS, pretrain=Phase(2_560_000, 512, 1e-3, "cosine", 200),
+                          finetune=Phase(640_000, 512, 5e-4, "cosine", 100), prefix_mix=Phase(1_280_000, 512, 1e-3),
+                          prefix_new=Phase(32_000_000, 4096, 2e-3, "cosine", 100),
+                          lora=Phase(640_000, 128, 5e-3, "cosine", 50)),
+        "D": experiment_d(FOUR_LAYERS, pretrain=Phase(2_560_000, 512, 1e-3, "cosine", 200),
+                          prefix=Phase(6_400_000, 4096, 2e-3, "cosine", 100), lora=Phase(640_000, 128, 5e-3, "cosine", 50)),
+    }
+
+
+def cpu_profile() -> Dict[str, Experiment]:
+    """2-core budgets: far fewer samples; B at width 128, C and D at 2 layers of width 64.
+
+    Every prefix trains in 64-row steps at lr 1e-2 with cosine decay. B pretrains on 1.2M samples (its four
+    tasks each need about as many as A's one: with 300k its ↗ / ↘ prefixes reached 70 / 59 %) and gets 4
+    initialisations per prefix, as in the gpu profile. At width d and L layers the parameter counts match as in
+    the paper: an n_S = 12 prefix and a rank-1 LoRA of MLP + attention output both have 12·d·L parameters,
+    n_S = 10 and MLP-only 10·d·L.
+    """
+    width_128, two_layers = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(2, 4, 64)
+    return {
+        "A": experiment_a(TINY, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
+                          finetune=Phase(150_000, 256, 1e-3, "cosine", 50), prefix=Phase(150_000, 64, 1e-2, "cosine", 20)),
+        "B": experiment_b(width_128, pretrain=Phase(1_200_000, 256, 2e-3, "cosine", 100),
+                          prefix=Phase(64_000, 64, 1e-2, "cosine", 20), restarts=4),
+        "C": experiment_c(two_layers, pretrain=Phase(450_000, 256, 1.5e-3, "cosine", 100),
+                          finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
+                          prefix_mix=Phase(160_000, 64, 1e-2, "cosine", 20), prefix_new=Phase(160_000, 64, 1e-2, "cosine", 20),
+                          lora=Phase(60_000, 64, 5e-3, "cosine", 20)),
+        "D": experiment_d(two_layers, pretrain=Phase(450_000, 256, 1.5e-3, "cosine", 100),
+                          prefix=Phase(100_000, 64, 1e-2, "cosine", 20), lora=Phase(60_000, 64, 5e-3, "cosine", 20)),
+    }
+
+
+def quick_profile() -> Dict[str, Experiment]:
+    """8 steps of 16 rows for every phase, on 1-layer width-32 models: checks that the pipeline runs."""
+    small, small_no_norm = ModelSpec(1, 2, 32), ModelSpec(1, 2, 32, attn_layernorm=False)
+    steps = lambda lr: Phase(128, 16, lr, "cosine")
+    return {
+        "A": experiment_a(small, pretrain=steps(2e-3), finetune=steps(1e-3), prefix=steps(1e-2), eval_samples=64),
+        "B": experiment_b(small_no_norm, pretrain=steps(2e-3), prefix=steps(1e-2), restarts=4, eval_samples=64),
+        "C": experiment_c(small, pretrain=steps(1.5e-3), finetune=steps(1e-3), prefix_mix=steps(1e-2),
+                          prefix_new=steps(1e-2), lora=steps(5e-3), eval_samples=64),
+        "D": experiment_d(small, pretrain=steps(1.5e-3), prefix=steps(1e-2), lora=steps(5e-3), eval_samples=64),
+    }
+
+
+def profile(name: str) -> Dict[str, Experiment]:
+    tables = {"paper": paper_profile, "gpu": gpu_profile, "cpu": cpu_profile, "quick": quick_profile}
+    if name not in tables:
+        raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")
+    return tables[name]()
+
+
+def describe(name: str) -> str:
+    """Every phase of a profile, one line each: what `--show-profile` prints."""
+    symbols = lambda group: " ".join(tasks.TASK_SYMBOLS[t] for t in group)
+    line = lambda what, p: (f"  {what:34s} {p.samples:>11,} samples  {p.batch_size:>5} rows  lr {p.lr:g} {p.schedule}"
+                            + (f", warm-up {p.warmup}" if p.warmup else "") + f"  ({p.iters:,} steps)")
+    out = [f"profile {name}"]
+    for spec in profile(name).values():
+        m = spec.model
+        out.append(f"{spec.name}: {m.n_layer} layer(s) × {m.n_head} head(s) × width {m.n_embd}"
+                   + ("" if m.attn_layernorm else ", no LayerNorm before attention")
+                   + f", n_S = {spec.prefix_len}, {spec.eval_samples} test inputs per task")
+        out.append(line(f"pretrain on {symbols(spec.pretrain_tasks)}", spec.pretrain))
+        if spec.finetune:
+            out.append(line(f"fine-tune each of {symbols(spec.finetune_tasks)}", spec.finetune))
+        for group, phase in spec.prefix_groups:
+            restarts = f" ×{spec.prefix_restarts} inits" if spec.prefix_restarts > 1 else ""
+            out.append(line(f"prefixes {symbols(group)}{restarts}", phase))
+        for lora in spec.loras:
+            out.append(line(f"rank-1 LoRA {'+'.join(lora.targets)} on {tasks.TASK_SYMBOLS[lora.task]}", lora.phase))
+    return "\n".join(out)
