@@ -1,0 +1,45 @@
+"""The prefix measurements on both stand-ins: the Section 4 output identity at layer 0 built from them, and
+the renormalised weights, quantile gaps, effective counts and ranks against hand-computed cases."""
+
+import copy
+
+import pytest
+import torch
+
+from lm import prefix_attention as pa
+from lm.stand_ins import STAND_INS, load_model
+from mingpt.trainer import logits_of
+from recording import record
+
+
+@pytest.mark.parametrize("family", STAND_INS)
+def test_layer0_output_is_the_prefix_bias_plus_the_scaled_plain_output(family):
+    model = load_model(family).double()
+    prompts = [[5, 9, 13, 2, 7], [40, 41, 42, 43, 44]]
+    prefix = torch.randn(model.prefix_shape(3), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    attention = pa.last_token_prefix_attention(model, prompts, prefix, pad_id=0)       # (2, L, H, 3)
+    bias = pa.prefix_biases(attention, pa.prefix_values(model, prefix))                 # (2, L, H, hd)
+    x = torch.tensor(prompts)
+    plain_model = model
+    if family == "gpt2":  # absolute positions: the plain run must see the tokens where the prefixed run has them
+        plain_model = copy.deepcopy(model)
+        plain_model.transformer.wpe.weight[:-3] = model.transformer.wpe.weight[3:]
+    with torch.no_grad(), record(plain_model, "head_outputs") as plain:
+        logits_of(plain_model, x)
+    with torch.no_grad(), record(model, "head_outputs") as prefixed:
+        logits_of(model, x, prefix)
+    t, t_pt = plain["head_outputs"][0][:, -1], prefixed["head_outputs"][0][:, -1]      # (2, H, hd)
+    expected = bias[:, 0] + (1 - attention[:, 0].sum(-1, keepdim=True)) * t
+    assert (t_pt - expected).abs().max().item() <= 1e-10
+    assert (t_pt - t).abs().max().item() > 1e-3   # the prefix does move the output
+
+
+def test_measures_on_hand_made_cases():
+    w = pa.renormalised(torch.tensor([[0.2, 0.2], [0.1, 0.3]]))
+    assert torch.allclose(w, torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
+    assert torch.allclose(pa.effective_positions(w), torch.tensor([2.0, torch.exp(torch.tensor(
+        -(0.25 * torch.log(torch.tensor(0.25)) + 0.75 * torch.log(torch.tensor(0.75))))).item()]))
+    inputs = torch.arange(101, dtype=torch.float64)[:, None]                    # 0..100: quantiles are exact
+    assert pa.percentile_gap(inputs).item() == pytest.approx(98.0)
+    assert pa.effective_rank(torch.eye(4)) == pytest.approx(4.0)
+    assert pa.effective_rank(torch.ones(5, 3)) == pytest.approx(1.0)
