@@ -235,7 +235,7 @@ def run(args) -> Dict:
         "command": "python -m lm.prefix_tune " + " ".join(args.argv),
         "family": family, "task": args.task, "model_folder": _relative(folder),
         "model_sha256": {p.name: sha256(p) for p in sorted(folder.iterdir())
-                         if p.suffix in (".pth", ".safetensors", ".json", ".model") and p.name != "manifest.json"},
+                         if p.suffix in (".pth", ".safetensors", ".json", ".model", ".txt") and p.name != "manifest.json"},
         "data": ({"train": _relative(args.train), "test": _relative(args.test)} if args.train
                  else {"corpus": _relative(args.corpus)}),
         "examples": {split: len(task.examples(split)) for split in ("train", "test")},
