@@ -45,11 +45,27 @@ def identity_errors(plain_probs, plain_heads, probs, heads, values, lengths) -> 
             "output": output_error.masked_fill(~inside[:, :, None, None], 0).max().item()}
 
 
-def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int) -> Dict[str, float]:
-    """Both identities at layer 0 of full runs with and without the prefix, in the model's own dtype."""
+def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
+                  aligned: bool = True) -> Dict[str, float]:
+    """Both identities at layer 0, in the model's own dtype.
+
+    aligned=True: layer 0 on the token embeddings with and without its prefix row, the content rotated at the
+    same positions n_S.. in both (the identity itself: only the prefix differs). aligned=False: whole runs as a
+    user makes them, the prefix-free one with the content at positions 0.., so the difference also holds the
+    rounding of rotating the same content at other positions (equal in exact arithmetic, RoPE being relative).
+    """
     x = pad_right(prompts, pad_id)
+    n = prefix.shape[-2]
+    dtype = next(model.parameters()).dtype
+    values = prefix_attention.prefix_values(model, prefix.to(dtype))[0]
+    if aligned:
+        with torch.no_grad():
+            h = model.tok_embeddings(x)
+        s = prefix[0].to(dtype).expand(len(prompts), -1, -1)
+        prefixed, plain = run_layer(model, 0, torch.cat([s, h], dim=1)), run_layer(model, 0, h, start=n)
+        return identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"],
+                               prefixed["head_outputs"], values, [len(p) for p in prompts])
     plain, prefixed = _recorded(model, x, None), _recorded(model, x, prefix)
-    values = prefix_attention.prefix_values(model, prefix.to(next(model.parameters()).dtype))[0]
     return identity_errors(plain["attention_probs"][0], plain["head_outputs"][0], prefixed["attention_probs"][0],
                            prefixed["head_outputs"][0], values, [len(p) for p in prompts])
 
@@ -68,11 +84,12 @@ def layer_inputs(model, x: torch.Tensor, prefix: torch.Tensor) -> List[torch.Ten
 
 
 @torch.no_grad()
-def run_layer(model, layer_id: int, h: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Layer `layer_id` alone on input h (B, T, dim) at positions 0..T-1: its attention probabilities and head outputs."""
+def run_layer(model, layer_id: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:
+    """Layer `layer_id` alone on input h (B, T, dim) at positions start..start+T-1 (no cache: the keys are h's
+    own positions): its attention probabilities and head outputs."""
     total, dtype = h.shape[1], h.dtype
-    cos = model.rope_cos[:total].to(h.device, compute_dtype(dtype))
-    sin = model.rope_sin[:total].to(h.device, compute_dtype(dtype))
+    cos = model.rope_cos[start:start + total].to(h.device, compute_dtype(dtype))
+    sin = model.rope_sin[start:start + total].to(h.device, compute_dtype(dtype))
     with record(model, "attention_probs", "head_outputs") as recorded:
         model.layers[layer_id](h, 0, cos, sin, causal_mask(total, 0, dtype, h.device), False)
     return {name: tensors[layer_id] for name, tensors in recorded.items()}
@@ -80,13 +97,14 @@ def run_layer(model, layer_id: int, h: torch.Tensor) -> Dict[str, torch.Tensor]:
 
 def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int) -> List[Dict[str, float]]:
     """For each layer: both identities with that layer's content input taken from the prefixed run, so
-    that the comparison isolates the layer (with and without its prefix row s = prefix[l])."""
+    that the comparison isolates the layer (with and without its prefix row s = prefix[l]; the content at
+    positions n_S.. in both)."""
     x = pad_right(prompts, pad_id)
     n = prefix.shape[-2]
     values = prefix_attention.prefix_values(model, prefix.to(next(model.parameters()).dtype))
     errors = []
     for layer_id, h in enumerate(layer_inputs(model, x, prefix)):
-        with_prefix, without = run_layer(model, layer_id, h), run_layer(model, layer_id, h[:, n:])
+        with_prefix, without = run_layer(model, layer_id, h), run_layer(model, layer_id, h[:, n:], start=n)
         errors.append(identity_errors(without["attention_probs"], without["head_outputs"], with_prefix["attention_probs"],
                                       with_prefix["head_outputs"], values[layer_id], [len(p) for p in prompts]))
     return errors
