@@ -2,6 +2,7 @@
 the renormalised weights, quantile gaps, effective counts and ranks against hand-computed cases."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -37,8 +38,8 @@ def test_layer0_output_is_the_prefix_bias_plus_the_scaled_plain_output(family):
 def test_measures_on_hand_made_cases():
     w = pa.renormalised(torch.tensor([[0.2, 0.2], [0.1, 0.3]]))
     assert torch.allclose(w, torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
-    assert torch.allclose(pa.effective_positions(w), torch.tensor([2.0, torch.exp(torch.tensor(
-        -(0.25 * torch.log(torch.tensor(0.25)) + 0.75 * torch.log(torch.tensor(0.75))))).item()]))
+    entropy = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert torch.allclose(pa.effective_positions(w), torch.tensor([2.0, math.exp(entropy)]))
     inputs = torch.arange(101, dtype=torch.float64)[:, None]                    # 0..100: quantiles are exact
     assert pa.percentile_gap(inputs).item() == pytest.approx(98.0)
     assert pa.effective_rank(torch.eye(4)) == pytest.approx(4.0)
