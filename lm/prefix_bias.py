@@ -20,6 +20,10 @@ from llama.model import causal_mask, compute_dtype
 from recording import record
 
 
+def _dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
 def _recorded(model, x, prefix) -> Dict[str, List[torch.Tensor]]:
     with torch.no_grad(), record(model, "attention_probs", "head_outputs") as recorded:
         model(x, prefix=prefix)
@@ -56,7 +60,7 @@ def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id:
     """
     x = pad_right(prompts, pad_id)
     n = prefix.shape[-2]
-    dtype = next(model.parameters()).dtype
+    dtype = _dtype(model)
     values = prefix_attention.prefix_values(model, prefix.to(dtype))[0]
     if aligned:
         with torch.no_grad():
@@ -101,7 +105,7 @@ def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor,
     positions n_S.. in both)."""
     x = pad_right(prompts, pad_id)
     n = prefix.shape[-2]
-    values = prefix_attention.prefix_values(model, prefix.to(next(model.parameters()).dtype))
+    values = prefix_attention.prefix_values(model, prefix.to(_dtype(model)))
     errors = []
     for layer_id, h in enumerate(layer_inputs(model, x, prefix)):
         with_prefix, without = run_layer(model, layer_id, h), run_layer(model, layer_id, h[:, n:], start=n)
@@ -121,7 +125,7 @@ def cross_layer_effects(model, prompts: List[List[int]], prefix: torch.Tensor, p
     x = pad_right(prompts, pad_id)
     n = prefix.shape[-2]
     plain, prefixed = _recorded(model, x, None), _recorded(model, x, prefix)
-    values = prefix_attention.prefix_values(model, prefix.to(next(model.parameters()).dtype))
+    values = prefix_attention.prefix_values(model, prefix.to(_dtype(model)))
     inside = (torch.arange(x.shape[1])[None, :] < torch.tensor([len(p) for p in prompts])[:, None]).double()  # (B, T)
     tv, share = [], []
     for layer_id in range(len(model.layers)):

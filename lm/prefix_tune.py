@@ -23,7 +23,6 @@ majority class for classification, and of each prefix). Training resumes from it
 """
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -41,14 +40,12 @@ import torch.distributed as dist
 from lm import text_tasks
 from lm.stand_ins import ROOT, model_dir, stand_in
 from lm.text_tasks import Encoded, Example, TextTask
+from mingpt import checkpoint
+from mingpt.checkpoint import sha256
 from mingpt.trainer import TrainSettings, logits_of, train
 
 MAX_NEW_TOKENS = 48        # table_to_text: longest generated text, in tokens
 EVAL_BATCH = 32            # rows per evaluation pass
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -76,7 +73,7 @@ def load_prefixes(path: Path, model) -> Dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; train prefixes with `python -m lm.prefix_tune`")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = checkpoint.read(path)
     if not isinstance(saved, dict) or "prefixes" not in saved:
         raise ValueError(f"{path} is not a prefix file of `python -m lm.prefix_tune` (no 'prefixes' entry)")
     prefixes = saved["prefixes"]
@@ -219,7 +216,7 @@ def run(args) -> Dict:
     s = settings(args.steps, args.batch_size, args.lr, args.prefix_len, args.seeds, args.data_seed,
                  ROOT / "runs" / "prefix_tuning" / out.name / "train_state.pt", progress=args.rank == 0)
     state = Path(s.checkpoint_path)
-    resumed_from = torch.load(state, map_location="cpu", weights_only=False)["step"] if state.exists() else 0
+    resumed_from = checkpoint.read(state)["step"] if state.exists() else 0
     start = time.time()
     result = train(model, s, text_tasks.batch_source(train_items, s.batch_size, s.n_prefixes, tokenizer.eos_id),
                    device=args.device)

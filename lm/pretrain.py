@@ -12,7 +12,6 @@ wall time, tokens seen, held-out perplexity, sha256).
 """
 
 import argparse
-import hashlib
 import json
 import math
 import platform
@@ -26,6 +25,7 @@ import torch
 
 from lm import corpus
 from lm.stand_ins import ROOT, StandIn, load_model, stand_in
+from mingpt.checkpoint import sha256
 from mingpt.trainer import TrainSettings, logits_of, train
 
 HALF_PRECISION_TOLERANCE = 0.002   # relative change in held-out perplexity allowed by saving in fp16
@@ -109,10 +109,6 @@ def save(spec: StandIn, model: torch.nn.Module, folder: Path, dtype: torch.dtype
     tokenizer = tokenizer_of("gpt2", folder)
     save_gpt2(model, folder, dtype, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
     return [folder / "config.json", folder / "model.safetensors"]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv=None):

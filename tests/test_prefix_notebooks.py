@@ -11,6 +11,7 @@ from lm import prefix_attention as pa
 from lm import prefix_bias as pb
 from lm import text_tasks
 from lm.prefix_tune import load_prefixes
+from lm.pretrain import tokenizer_of
 from lm.stand_ins import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ RUNS = ROOT / "results" / "prefix_tuning"
 def test_layer0_identities_hold_from_the_committed_prefixes():
     record = json.loads((ROOT / "results" / "section4" / "prefix_bias_only.json").read_text())
     assert not record["quick"] and record["n_inputs"] >= 100
-    tokenizer = __import__("lm.pretrain", fromlist=["tokenizer_of"]).tokenizer_of("llama", ROOT / record["model_folder"])
+    tokenizer = tokenizer_of("llama", ROOT / record["model_folder"])
     examples = text_tasks.corpus_task("table_to_text", ROOT / "data" / "corpus").examples("test")
     inputs = [e.prompt + e.target for e in (text_tasks.encode(tokenizer, x, eos=False) for x in examples)]
     for n_s in (1, 5):
@@ -39,7 +40,7 @@ def test_layer0_gap_reproduces_from_the_committed_prefixes():
     record = json.loads((ROOT / "results" / "appendix_b" / "longer_prefixes.json").read_text())
     assert not record["quick"] and record["n_prefixes"] == 20
     model = load_model("gpt2", ROOT / record["model_folder"]).double()
-    tokenizer = __import__("lm.pretrain", fromlist=["tokenizer_of"]).tokenizer_of("gpt2", ROOT / record["model_folder"])
+    tokenizer = tokenizer_of("gpt2", ROOT / record["model_folder"])
     prefixes = load_prefixes(ROOT / record["run"] / "prefixes.pt", model)["prefixes"].double()
     examples = text_tasks.corpus_task("classification", ROOT / "data" / "corpus").examples("test")[:record["n_inputs"]]
     prompts = [text_tasks.encode(tokenizer, e, eos=False).prompt for e in examples]
