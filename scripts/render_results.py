@@ -26,7 +26,7 @@ TITLES = {
 }
 PROFILE_NOTES = {
     "gpu": "the paper's number of training samples per phase, large batches; the machine that trained each component is in its manifest",
-    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (2 layers, width 64)",
+    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (4 layers, width 64); the training time of each stored component is in its manifest",
 }
 FIGURES = ROOT / "results" / "figures"
 PROBES = ROOT / "results" / "probes"

@@ -3,7 +3,7 @@
 import json
 from dataclasses import replace
 
-from mingpt import experiments
+from mingpt import experiments, profiles
 
 
 def _manifest(runner: experiments.Runner, experiment: str) -> dict:
@@ -51,7 +51,36 @@ def test_show_profile_prints_every_resolved_phase(capsys):
     assert "B: 1 layer(s) × 4 head(s) × width 128, no LayerNorm before attention, n_S = 1" in out
     lines = {" ".join(line.split()) for line in out.splitlines()}
     assert "prefixes ↗ ↘ +1 +2 ×4 inits 64,000 samples 64 rows lr 0.01 cosine, warm-up 20 (1,000 steps)" in lines
-    assert "rank-1 LoRA mlp+attn_out on H 60,000 samples 64 rows lr 0.005 cosine, warm-up 20 (938 steps)" in lines
+    assert "rank-1 LoRA mlp+attn_out on H 2,500,000 samples 64 rows lr 0.005 cosine, warm-up 20 (39,063 steps)" in lines
     experiments.main(["--show-profile", "paper"])
     lines = {" ".join(line.split()) for line in capsys.readouterr().out.splitlines()}
     assert "prefixes ↗+1 H 32,000,000 samples 64 rows lr 5e-05 constant (500,000 steps)" in lines
+
+
+def test_every_prefix_init_is_its_own_draw():
+    """No prefix starts from another's vector: not C's ↗+1 from its ↗, not seed 1's ↗ from seed 0's ↘."""
+    specs = profiles.profile("cpu")
+    seeds = [s for seed in range(3) for name in "ABCD" for group, _ in specs[name].prefix_groups
+             for s in experiments.prefix_seeds(specs[name], seed, group)]
+    assert len(seeds) == 3 * (1 + 4 * 4 + 6 + 1)
+    assert len(set(seeds)) == len(seeds)
+    # the committed components record these seeds: the scheme must not drift (15 hex digits of a sha256)
+    assert experiments.prefix_seeds(specs["C"], 0, ("sort_asc_add1",)) == (610394100888815990,)
+    gpu_b = profiles.profile("gpu")["B"]  # committed with seeds seed + k, restart by restart
+    assert experiments.prefix_seeds(gpu_b, 1, profiles.MIX) == tuple(range(1, 17))
+
+
+def test_a_prefix_retrains_when_its_init_seeds_change(tmp_path):
+    runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
+    runner.run("A")
+    key = "minGPT/checkpoints/quick/A/seed0/prefixes_sort_desc.pt"
+    first = _manifest(runner, "A")
+    before = first[key]
+    assert before["prefix_seeds"] == list(experiments.prefix_seeds(runner.specs["A"], 0, ("sort_desc",)))
+    runner.specs["A"] = replace(runner.specs["A"], prefix_init="consecutive")
+    runner.run("A")
+    manifest = _manifest(runner, "A")
+    assert manifest[key]["prefix_seeds"] == [0] != before["prefix_seeds"]
+    assert manifest[key]["sha256"] != before["sha256"]
+    unchanged = {k: e["sha256"] for k, e in manifest.items() if k != key}  # only the prefix trained again
+    assert unchanged == {k: e["sha256"] for k, e in first.items() if k != key}

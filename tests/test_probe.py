@@ -26,8 +26,8 @@ def test_probe_evaluates_along_the_way_and_counts_lora_parameters(tmp_path):
     record = probe.probe("C", "lora", "double_hist", samples=256, lr=5e-3, evals=2, eval_samples=64, progress=False,
                          root=committed_root(tmp_path))
     assert [point["samples"] for point in record["curve"]] == [128, 256]
-    assert record["model"] == "2/4/64"
-    assert record["trained_params"] == 10 * 64 * 2  # MLP-only rank-1 LoRA: 10·d·L, as an n_S = 10 prefix
+    assert record["model"] == "4/4/64"
+    assert record["trained_params"] == 10 * 64 * 4  # MLP-only rank-1 LoRA: 10·d·L, as an n_S = 10 prefix
     recorded = json.loads((REPO / "results" / "section5" / "cpu" / "C.json").read_text())
     committed = recorded["seeds"]["0"]["accuracy"]["pretrained"]                               # the committed model's
     assert record["pretrained_accuracy"] == {task: committed[task] for task in record["pretrained_accuracy"]}
@@ -45,3 +45,11 @@ def test_probe_refuses_bad_arguments(kwargs, message):
     args = {**dict(experiment="C", method="prefix", task="sort_asc_add1", samples=64, lr=1e-2), **kwargs}
     with pytest.raises(ValueError, match=message):
         probe.probe(**args)
+
+
+def test_a_prefix_probe_starts_from_the_experiments_init(tmp_path):
+    """The probe's prefix is the committed ↗+1 prefix's first step: same init seed as the run recorded."""
+    record = probe.probe("C", "prefix", "sort_asc_add1", samples=64, lr=1e-2, evals=1, eval_samples=16,
+                         progress=False, root=committed_root(tmp_path))
+    manifest = json.loads((REPO / "minGPT" / "checkpoints" / "cpu" / "C" / "manifest.json").read_text())
+    assert [record["init_seed"]] == manifest["minGPT/checkpoints/cpu/C/seed0/prefixes_sort_asc_add1.pt"]["prefix_seeds"]

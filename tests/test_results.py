@@ -15,17 +15,21 @@ MANIFESTS = sorted((ROOT / "minGPT" / "checkpoints").glob("*/*/manifest.json"))
 
 # Claims a committed run does not meet, each with the reason; README and RESULTS.md report them.
 # The test below requires the failures to be exactly these, so the list cannot go stale.
-CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (300k-1.2M pretraining samples, 64k-160k "
-              "per prefix, 60k for LoRA, models of width 64-128)")
+CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (600k pretraining samples, 2.5M for ↗+1, "
+              "2.5M for D's LoRA, on 4 layers of width 64)")
 SHORTFALLS = {
-    **{("cpu", "C", seed): {
-        "why": CPU_BUDGET + "; the composition ↗+1 needs more depth and samples: 160k reach 2-18 %, and on this "
-               "2-layer model a probe plateaus near 28 % (640k); a 4-layer one reaches 51 % after 1M (results/probes)",
-        "claims": {"C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}} for seed in ("0", "1", "2")},
-    **{("cpu", "D", seed): {
-        "why": CPU_BUDGET + "; the rank-1 LoRA (1,536 parameters) learns H slowly: about 1 % after 60k samples, "
-               "51 % after 1M and 58 % after 3M in probes (results/probes)",
-        "claims": {"D: lora_mlp_attn_out on double_hist >= 85.0 %"}} for seed in ("0", "1", "2")},
+    ("cpu", "B", "0"): {
+        "why": "drawn from independent init seeds since 2026-12-02, the ↘ prefix (best of 4 inits, 64k samples each) "
+               "also sorts 2.47 % of inputs ascending, above the 2 % bound (the inits seed + k gave at most 1.53 %)",
+        "claims": {"B: prefix_sort_desc on sort_asc <= 2.0 %"}},
+    ("cpu", "C", "0"): {
+        "why": CPU_BUDGET + "; the ↗+1 prefix's training loss stays near 0.3 per token from 300k samples to the "
+               "end, 38.62 % (a probe on D's seed-0 model, n_S = 12, reached 50.91 % after 1M; results/probes)",
+        "claims": {"C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}},
+    ("cpu", "D", "0"): {
+        "why": CPU_BUDGET + "; the rank-1 LoRA (3,072 parameters) is still learning H when its cosine schedule "
+               "ends: 80.59 % after 2.5M samples (72.47 % after 1M in a probe on the same model)",
+        "claims": {"D: lora_mlp_attn_out on double_hist >= 85.0 %"}},
 }
 
 
@@ -44,10 +48,26 @@ def test_committed_run_meets_the_papers_claims(profile, experiment, seed, run):
     assert failed == expected
 
 
-@pytest.mark.parametrize("experiment", ["C", "D"])
-def test_c_and_d_have_three_seeds(experiment):
-    assert max(len(report.load(p, experiment)["seeds"]) for p in ("gpu", "cpu")
-               if report.load(p, experiment)) >= 3
+@pytest.mark.parametrize("profile, experiment, seed, run", [r for r in _runs() if r.values[1] in ("C", "D")])
+def test_each_lora_has_exactly_its_prefixs_parameter_count(profile, experiment, seed, run):
+    """D: rank-1 LoRA of MLP + attention output and the n_S = 12 prefix, 12·d·L each; C: MLP-only and
+    n_S = 10, 10·d·L each (d, L: the results file's model)."""
+    spec = json.loads((ROOT / "results" / "section5" / profile / f"{experiment}.json").read_text())["spec"]
+    d, n_layer = spec["model"]["n_embd"], spec["model"]["n_layer"]
+    lora, per_layer = {"C": ("lora_mlp", 10), "D": ("lora_mlp_attn_out", 12)}[experiment]
+    assert run["param_counts"]["prefix"] == run["param_counts"][lora] == per_layer * d * n_layer
+
+
+@pytest.mark.parametrize("profile, experiment, seed, run", list(_runs()))
+def test_each_recorded_seed_comes_from_the_committed_models_and_the_current_profile(profile, experiment, seed, run):
+    """A seed left from an earlier profile (other models, other phases) must not sit beside the current ones."""
+    data = report.load(profile, experiment)
+    spec = experiments.profile(profile)[experiment]
+    assert data["spec"] == json.loads(json.dumps(asdict(spec)))
+    manifest = json.loads((ROOT / "minGPT" / "checkpoints" / profile / experiment / "manifest.json").read_text())
+    pretrained = manifest[f"minGPT/checkpoints/{profile}/{experiment}/seed{seed}/pretrained.pt"]
+    assert run["trained_from"]["base_sha256"] == pretrained["sha256"]
+    assert run["accuracy"]["pretrained"] == pretrained["metrics"]["pretrained"]
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[str(m.relative_to(ROOT)) for m in MANIFESTS])
@@ -66,15 +86,19 @@ def test_committed_checkpoints_stay_under_30_mb():
 
 
 def _trained_with(entry: dict):
-    """(phase, restarts) the current profile specifies for a manifest entry's component."""
+    """(phase, restarts, prefix init seeds) the current profile specifies for a manifest entry's component."""
     spec = experiments.profile(entry["profile"])[entry["experiment"]]
     if entry["method"] == "pretrain":
-        return spec.pretrain, None
+        return spec.pretrain, None, None
     if entry["method"] == "finetune":
-        return spec.finetune, None
+        return spec.finetune, None, None
     if entry["method"] == "prefix":
-        return next(p for g, p in spec.prefix_groups if list(g) == entry["tasks"]), spec.prefix_restarts
-    return next(l.phase for l in spec.loras if list(l.targets) == entry["targets"]), None
+        group = tuple(entry["tasks"])
+        phase = next((p for g, p in spec.prefix_groups if g == group), None)
+        assert phase is not None, f"the {entry['profile']} profile's {entry['experiment']} trains no prefix group {group}"
+        return (phase, spec.prefix_restarts,
+                list(experiments.prefix_seeds(spec, entry["seed"], group)))
+    return next(l.phase for l in spec.loras if list(l.targets) == entry["targets"]), None, None
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[str(m.relative_to(ROOT)) for m in MANIFESTS])
@@ -82,12 +106,13 @@ def test_committed_components_match_the_current_profiles(manifest):
     """A profile edited after its run would make `make reproduce` retrain: every entry must match."""
     entries = json.loads(manifest.read_text())
     for key, entry in entries.items():
-        phase, restarts = _trained_with(entry)
+        phase, restarts, prefix_seeds = _trained_with(entry)
         if entry["method"] != "pretrain":  # trained from the committed pretrained model of its seed
             assert entry["base_sha256"] == entries[key.rsplit("/", 1)[0] + "/pretrained.pt"]["sha256"], key
         assert entry["phase"] == asdict(phase), key
         if restarts is not None:
             assert entry["restarts"] == restarts, key
+            assert entry["prefix_seeds"] == prefix_seeds, key
 
 
 def test_results_md_is_rendered_from_the_committed_files():

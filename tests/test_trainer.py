@@ -207,3 +207,16 @@ def test_lora_weights_of_other_adapters_do_not_load():
     add_lora(same, 1, ("mlp", "attn_out"))
     load_lora(same, state)
     assert all(torch.equal(v, lora_parameters(same)[k]) for k, v in state.items())
+
+
+def test_training_time_adds_up_over_the_pieces_of_a_resumed_run(tmp_path):
+    """A long first piece and a one-step second: the total must hold the first piece's seconds too."""
+    data = [fixed_batches(0, 41)]
+    settings = dict(method="pretrain", batch_size=ROWS, progress=False, checkpoint_path=str(tmp_path / "run.pt"))
+    first = train(base_model(), TrainSettings(max_iters=40, checkpoint_every=40, **settings), batch_fn(data))
+    get_batch = batch_fn(data)
+    for _ in range(40):
+        get_batch(None)
+    second = train(base_model(), TrainSettings(max_iters=41, **settings), get_batch)
+    assert first.train_time_s > 0
+    assert second.train_time_s > first.train_time_s

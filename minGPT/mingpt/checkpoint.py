@@ -1,7 +1,9 @@
 """Saving and loading models and trained prefixes: atomic writes, config checks, sha256."""
 
+import fcntl
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -18,6 +20,17 @@ def atomic_save(obj, path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+@contextmanager
+def locked(path):
+    """Hold an exclusive lock on `path` (through `<path>.lock`) for a read-modify-write that processes
+    running in parallel, e.g. two seeds of one experiment, may do at the same time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def sha256(path) -> str:

@@ -8,15 +8,16 @@ B  can elicit a pretraining task: 1 layer, no LayerNorm before attention, pretra
    mixture; one prefix per task.
 C  can learn a composition, not a new pattern: 4 layers, n_S = 10; prefixes (and full fine-tuning) on
    the four pretraining tasks, sort-then-add-one and the double histogram.
-   C also trains an MLP-only rank-1 LoRA on the double histogram: 10,240 parameters, as many as the
-   n_S = 10 prefix.
+   C also trains an MLP-only rank-1 LoRA on the double histogram: 10·d·L parameters (width d, L layers;
+   10,240 in the paper's model), as many as the n_S = 10 prefix.
 D  prefix-tuning vs LoRA at equal parameter count on the double histogram: a model pretrained with
-   n_S = 12; a prefix and a rank-1 LoRA of the MLP and attention output, 12,288 parameters each.
+   n_S = 12; a prefix and a rank-1 LoRA of the MLP and attention output, 12·d·L parameters each.
 
 Profiles (`mingpt/profiles.py`, one table each; ``--show-profile NAME`` prints every phase): ``paper``
 (the companion protocol: batch 64, its iterations and learning rates), ``gpu`` (the paper's number of
 training samples per phase with large batches and adapted learning rates; all prefixes of a phase
-train together), ``cpu`` (budgets for a 2-core machine; smaller models where stated) and ``quick``
+train together), ``cpu`` (budgets for a 2-core machine, smaller models; its C and D run in pieces with
+``scripts/cpu_run.sh``) and ``quick``
 (seconds; only checks that everything runs).
 
 Every trained component is cached: a checkpoint under ``<root>/minGPT/checkpoints/<profile>`` is
@@ -120,8 +121,8 @@ def default_device() -> str:
 class Store:
     """Loads a committed component when its file matches the manifest, else trains and records it.
 
-    Each experiment folder has its own manifest.json (so experiments can run in parallel processes),
-    keyed by the checkpoint's path relative to the root.
+    Each experiment folder has its own manifest.json, keyed by the checkpoint's path relative to the
+    root; it is rewritten under a lock, so experiments and seeds can run in parallel processes.
     """
 
     def __init__(self, root: Path, device: str, retrain: bool = False, command: str = ""):
@@ -141,7 +142,7 @@ class Store:
         return path.relative_to(self.root).as_posix()
 
     # what a component was trained with; base_sha256: the stored pretrained model it was trained from
-    SPEC_FIELDS = ("method", "phase", "tasks", "restarts", "targets", "base_sha256")
+    SPEC_FIELDS = ("method", "phase", "tasks", "restarts", "prefix_seeds", "targets", "base_sha256")
 
     def entry(self, path: Path) -> Optional[dict]:
         """The manifest entry of a stored component, or None."""
@@ -172,9 +173,10 @@ class Store:
             self._update(path, {**entry, "metrics": metrics})
 
     def _update(self, path: Path, entry: dict) -> None:
-        manifest = self._manifest(path)
-        manifest[self.key(path)] = entry
-        self.manifest_path(path).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        with checkpoint.locked(self.manifest_path(path)):
+            manifest = self._manifest(path)
+            manifest[self.key(path)] = entry
+            self.manifest_path(path).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 # ---- running one experiment ---------------------------------------------------------------------------
@@ -242,10 +244,10 @@ class Runner:
         torch.manual_seed(seed)
         model = GPT(config)
         settings = self.train_settings(spec.pretrain, "pretrain", seed, self._scratch(path, meta))
-        train(model, settings, self._mixture_batches(spec.pretrain_tasks, spec.pretrain.batch_size, spec.prefix_len),
-              self.device)
+        _, seconds = self._train(model, settings, self._mixture_batches(spec.pretrain_tasks, spec.pretrain.batch_size,
+                                                                        spec.prefix_len))
         model.eval()
-        self.store.save(path, checkpoint.model_state(model, half=True), meta)
+        self.store.save(path, checkpoint.model_state(model, half=True), {**meta, "train_time_s": seconds})
         return checkpoint.load_model_from(checkpoint.read(path), config, path).to(self.device)
 
     def finetuned(self, spec: Experiment, seed: int, base: GPT, task: str) -> Optional[GPT]:
@@ -259,11 +261,11 @@ class Runner:
         model = GPT(config).to(self.device)
         model.load_state_dict(base.state_dict())
         settings = self.train_settings(spec.finetune, "finetune", seed, self._scratch(path, meta))
-        train(model, settings, self.task_batches((task,), spec.finetune.batch_size, spec.prefix_len), self.device)
+        _, seconds = self._train(model, settings, self.task_batches((task,), spec.finetune.batch_size, spec.prefix_len))
         model.eval()
         self.store.trained = True
         if spec.save_finetuned:  # evaluate what is committed: the half-precision copy
-            self.store.save(path, checkpoint.model_state(model, half=True), meta)
+            self.store.save(path, checkpoint.model_state(model, half=True), {**meta, "train_time_s": seconds})
             return checkpoint.load_model_from(checkpoint.read(path), config, path).to(self.device)
         return model
 
@@ -272,14 +274,13 @@ class Runner:
         """Trained prefixes of a group of tasks, and each one's training-loss curve [(step, loss)]."""
         name = "prefixes_" + "_".join(group)
         path = self.paths.component(spec.name, seed, name)
-        restarts = spec.prefix_restarts
-        meta = self._meta(spec, seed, "prefix", phase, tasks=list(group), restarts=restarts)
+        restarts, seeds = spec.prefix_restarts, prefix_seeds(spec, seed, group)
+        meta = self._meta(spec, seed, "prefix", phase, tasks=list(group), restarts=restarts, prefix_seeds=list(seeds))
         stored = self.store.load(path, meta)
         if stored is None:
-            settings = self.train_settings(phase, "prefix", seed, self._scratch(path, meta),
-                                      n_prefixes=len(group) * restarts, prefix_len=spec.prefix_len)
-            result = train(base, settings, self.task_batches(group * restarts, phase.batch_size, placeholders=0),
-                           self.device)
+            settings = self.train_settings(phase, "prefix", seed, self._scratch(path, meta), n_prefixes=len(seeds),
+                                           prefix_len=spec.prefix_len, prefix_seeds=seeds)
+            result, seconds = self._train(base, settings, self.task_batches(group * restarts, phase.batch_size, 0))
             # final training loss of each (restart, task): mean of the last five logged losses
             final = torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0).view(restarts, len(group))
             best = final.argmin(0)
@@ -288,7 +289,7 @@ class Runner:
             stored = {"prefixes": {t: trained[best[i], i] for i, t in enumerate(group)},
                       "final_loss_per_restart": {t: final[:, i].tolist() for i, t in enumerate(group)},
                       "loss_curves": {t: curve(i) for i, t in enumerate(group)}}
-            self.store.save(path, stored, meta)
+            self.store.save(path, stored, {**meta, "train_time_s": seconds})
         return {t: p.to(self.device) for t, p in stored["prefixes"].items()}, _loss_curves(stored, group)
 
     def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> GPT:
@@ -300,13 +301,19 @@ class Runner:
         if stored is None:
             settings = self.train_settings(lora.phase, "lora", seed, self._scratch(path, meta),
                                       lora_rank=1, lora_targets=lora.targets)
-            train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size, placeholders_of(base)),
-                  self.device)
-            self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}}, meta)
+            _, seconds = self._train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size,
+                                                                        placeholders_of(base)))
+            self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}},
+                            {**meta, "train_time_s": seconds})
         else:
             add_lora(model, rank=1, targets=lora.targets)
             load_lora(model, stored["lora"], str(path))
         return model.eval()
+
+    def _train(self, model: GPT, settings: TrainSettings, get_batch):
+        """Train; return the trainer's result and its training seconds (summed over a resumed run's pieces)."""
+        result = train(model, settings, get_batch, self.device)
+        return result, round(result.train_time_s, 1)
 
     def _scratch(self, path: Path, meta: dict) -> Path:
         """Resumable training state of the component at `path`, one file per set of training settings
@@ -370,8 +377,8 @@ class Runner:
                                                       None if spec.full_prefix_matrix else task)
         for lora in spec.loras:
             out.accuracy[lora.name] = evaluate(out.loras[lora.name])
-        n_layer, d = out.pretrained.config.n_layer, out.pretrained.config.n_embd
-        out.param_counts = {"model": out.pretrained.num_params(), "prefix": n_layer * spec.prefix_len * d}
+        out.param_counts = {"model": out.pretrained.num_params(),
+                            "prefix": next(iter(out.prefixes.values())).numel()}  # (n_layer, n_S, C)
         for lora in spec.loras:
             out.param_counts[lora.name] = sum(p.numel() for p in lora_parameters(out.loras[lora.name]).values())
 
@@ -406,19 +413,30 @@ class Runner:
 
     def _write_results(self, out: Outcome) -> None:
         path = self._results_path(out.spec.name)
-        data = json.loads(path.read_text()) if path.exists() else {"experiment": out.spec.name, "seeds": {}}
-        previous = data["seeds"].get(str(out.seed), {})
-        data.update(profile=self.profile, spec=asdict(out.spec))
-        trained_now = self.store.trained or not previous  # else hardware and time are the training run's
-        data["seeds"][str(out.seed)] = {
-            "hardware": hardware(self.device) if trained_now else previous["hardware"],
-            "wall_time_s": round(out.wall_time_s, 1) if trained_now else previous["wall_time_s"],
-            "trained_from": self._trained_from(out.spec, out.seed),
-            "param_counts": out.param_counts,
-            "accuracy": out.accuracy,
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1) + "\n")
+        with checkpoint.locked(path):  # other seeds of this experiment may finish in parallel processes
+            data = json.loads(path.read_text()) if path.exists() else {"experiment": out.spec.name, "seeds": {}}
+            previous = data["seeds"].get(str(out.seed), {})
+            data.update(profile=self.profile, spec=asdict(out.spec))
+            trained_now = self.store.trained or not previous  # else hardware and time are the training run's
+            data["seeds"][str(out.seed)] = {
+                "hardware": hardware(self.device) if trained_now else previous["hardware"],
+                "wall_time_s": round(out.wall_time_s, 1) if trained_now else previous["wall_time_s"],
+                "trained_from": self._trained_from(out.spec, out.seed),
+                "param_counts": out.param_counts,
+                "accuracy": out.accuracy,
+            }
+            data["seeds"] = dict(sorted(data["seeds"].items(), key=lambda item: int(item[0])))
+            path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def prefix_seeds(spec: Experiment, seed: int, group: Tuple[str, ...]) -> Tuple[int, ...]:
+    """The init seed of each prefix trained for `group`, in training order (restart by restart, each of
+    the group's tasks): "independent" gives every (experiment, seed, task, restart) its own draw;
+    "consecutive" is seed + k, how the gpu profile's committed A, B and D prefixes were drawn."""
+    if spec.prefix_init == "consecutive":
+        return tuple(seed + k for k in range(len(group) * spec.prefix_restarts))
+    names = [f"{spec.name}/seed{seed}/{task}/restart{r}" for r in range(spec.prefix_restarts) for task in group]
+    return tuple(int(hashlib.sha256(name.encode()).hexdigest()[:15], 16) for name in names)
 
 
 def accuracies(model: GPT, task_names, prefix=None, n: int = 3200) -> Dict[str, float]:
@@ -456,6 +474,8 @@ def main(argv=None):
                         help="where checkpoints/results go (default: the repository, or $REPRO_OUT)")
     parser.add_argument("--retrain", action="store_true", help="ignore stored components and train again")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="only train (or load) the pretrained models and stop, e.g. to pretrain seeds in parallel first")
     parser.add_argument("--show-profile", choices=PROFILES, metavar="PROFILE",
                         help="print every phase of PROFILE (models, samples, rows, learning rates) and exit")
     args = parser.parse_args(argv)
@@ -468,6 +488,10 @@ def main(argv=None):
     runner = Runner(args.profile, args.root, args.device, args.retrain, not args.no_progress)
     for seed in args.seeds:
         for name in args.experiments or EXPERIMENTS:
+            if args.pretrain_only:
+                runner.pretrained(runner.specs[name], seed)
+                print(f"[{args.profile}] {name} seed {seed}: pretrained model in {runner.paths.component(name, seed, 'pretrained')}")
+                continue
             outcome = runner.run(name, seed)
             print(f"[{args.profile}] {name} seed {seed}: {outcome.wall_time_s:.0f} s")
             for row, accs in outcome.accuracy.items():

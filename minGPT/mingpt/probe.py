@@ -7,9 +7,10 @@
 Trains one component on the profile's stored pretrained model of the experiment and seed or, with
 --model, on a model of that shape pretrained with the profile's pretraining phase (its sample count
 set by --pretrain-samples) and cached under runs/probe/. The component trains with the profile's
-phase for it (the experiment's last prefix group's, or its LoRA's; in the cpu profile 64-row steps,
-warm-up 20, cosine decay) with the given samples and peak learning rate. Every samples/--evals training samples it is evaluated on the first --eval-samples test inputs;
-at the end on 3,200. The record goes to results/probes/<name>.json; nothing under checkpoints changes.
+phase for it (that of the experiment's prefix of the task, starting from that prefix's init, or with
+--restart K from the experiment's init for restart K; else of its last prefix group; or its LoRA's; in the cpu profile 64-row steps, warm-up 20, cosine decay) with the
+given samples and peak learning rate. Every samples/--evals training samples it is evaluated on the
+first --eval-samples test inputs; at the end on 3,200. The record goes to results/probes/<name>.json; nothing under checkpoints changes.
 """
 
 import argparse
@@ -23,7 +24,7 @@ from typing import Optional
 import torch
 
 from . import tasks
-from .experiments import REPO, Runner, accuracies, hardware
+from .experiments import REPO, Runner, accuracies, hardware, prefix_seeds
 from .profiles import PROFILES, ModelSpec
 from .model import GPT
 from .trainer import train
@@ -41,10 +42,11 @@ def parse_model(text: str) -> ModelSpec:
 
 def probe(experiment: str, method: str, task: str, samples: int, lr: float, profile: str = "cpu",
           seed: int = 0, model: str = "", pretrain_samples: int = 0, evals: int = 8,
-          eval_samples: int = 640, progress: bool = True, root: Optional[Path] = None) -> dict:
+          eval_samples: int = 640, progress: bool = True, root: Optional[Path] = None, restart: int = 0) -> dict:
     """Train the component, evaluating along the way; return the record (see module docstring).
 
-    root: where the stored pretrained models are read (default: the repository's checkpoints)."""
+    root: where the stored pretrained models are read (default: the repository's checkpoints).
+    restart: a prefix starts from the init the experiment draws for that restart (0: its first)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if task not in tasks.TASKS:
@@ -62,9 +64,12 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
         runner.specs[experiment] = spec
     base = runner.pretrained(spec, seed)
 
-    if method == "prefix":
-        phase = replace(spec.prefix_groups[-1][1], samples=samples, lr=lr)
-        component = dict(n_prefixes=1, prefix_len=spec.prefix_len)
+    if method == "prefix":  # the phase of the experiment's prefix for the task (else its last), and its init
+        group, template = next(((g, p) for g, p in spec.prefix_groups if task in g), spec.prefix_groups[-1])
+        seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1), seed, group)
+        init = seeds[restart * len(group) + group.index(task)] if task in group else seed + restart
+        phase = replace(template, samples=samples, lr=lr)
+        component = dict(n_prefixes=1, prefix_len=spec.prefix_len, prefix_seeds=(init,))
     else:
         if not spec.loras:
             raise ValueError(f"experiment {experiment} trains no LoRA; choose C or D for --method lora")
@@ -96,6 +101,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
         "pretrain": asdict(spec.pretrain),
         "pretrained_accuracy": accuracies(base, spec.pretrain_tasks, None, 3200),
         "method": method, "task": task, "phase": asdict(phase),
+        **({"restart": restart, "init_seed": init} if method == "prefix" else {}),
         "trained_params": (n_layer * spec.prefix_len * d if method == "prefix"
                            else sum(p.numel() for p in trained.parameters() if p.requires_grad)),
         "curve": [{"samples": s, "accuracy": round(a, 2), "eval_samples": eval_samples} for s, a in curve],
@@ -118,6 +124,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="", help="layers/heads/width of a model pretrained for the probe")
     parser.add_argument("--pretrain-samples", type=int, default=0, help="with --model: pretraining samples")
+    parser.add_argument("--restart", type=int, default=0,
+                        help="prefix: start from the init the experiment draws for this restart (default: its first)")
     parser.add_argument("--evals", type=int, default=8, help="evaluations along the way")
     parser.add_argument("--eval-samples", type=int, default=640, help="test inputs per evaluation along the way")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -127,9 +135,10 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     record = probe(args.experiment, args.method, args.task, args.samples, args.lr, args.profile, args.seed,
-                   args.model, args.pretrain_samples, args.evals, args.eval_samples, not args.no_progress)
+                   args.model, args.pretrain_samples, args.evals, args.eval_samples, not args.no_progress,
+                   restart=args.restart)
     name = (f"{args.profile}_{args.experiment}{args.seed}_{record['model'].replace('/', 'x')}_{args.method}_{args.task}"
-            f"_{args.samples}_lr{args.lr:g}")
+            f"_{args.samples}_lr{args.lr:g}" + (f"_restart{args.restart}" if args.restart else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(" ".join(f"{c['samples']}:{c['accuracy']:.1f}" for c in record["curve"]))

@@ -8,7 +8,7 @@ which LoRA); a profile chooses the model shapes and the phases: training samples
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
 from . import tasks
@@ -16,6 +16,7 @@ from .model import GPTConfig
 
 EXPERIMENTS = ("A", "B", "C", "D")
 PROFILES = ("paper", "gpu", "cpu", "quick")
+PREFIX_INITS = ("independent", "consecutive")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,12 @@ class Experiment:
     loras: Tuple[LoRASpec, ...] = ()
     full_prefix_matrix: bool = True                # every prefix on every eval task, or its own task only
     prefix_restarts: int = 1                       # >1: train that many inits per task, keep the lowest loss
+    prefix_init: str = "independent"               # how prefix inits are seeded: see experiments.prefix_seeds
     eval_samples: int = 3200
+
+    def __post_init__(self):
+        if self.prefix_init not in PREFIX_INITS:
+            raise ValueError(f"unknown prefix_init {self.prefix_init!r}; choose from {PREFIX_INITS}")
 
 
 MIX, SORT, SORT_DESC, HIST = tasks.PRETRAIN_TASKS, ("sort_asc",), ("sort_desc",), ("double_hist",)
@@ -90,10 +96,15 @@ def experiment_b(model: ModelSpec, pretrain: Phase, prefix: Phase, restarts: int
 
 
 def experiment_c(model: ModelSpec, pretrain: Phase, finetune: Phase, prefix_mix: Phase, prefix_new: Phase,
-                 lora: Phase, eval_samples=3200) -> Experiment:
-    """n_S = 10: prefixes (and full fine-tuning) on the four pretraining tasks, ↗+1 and H; MLP-only LoRA on H."""
+                 lora: Phase, prefix_hist: Optional[Phase] = None, eval_samples=3200) -> Experiment:
+    """n_S = 10: prefixes (and full fine-tuning) on the four pretraining tasks, ↗+1 and H; MLP-only LoRA on H.
+
+    The ↗+1 and H prefixes train together with `prefix_new`, as in the paper, or with `prefix_hist` for H
+    on its own: a budget where the composition needs many more samples than H shows its plateau."""
+    new_groups = ((NEW_TASKS, prefix_new),) if prefix_hist is None else \
+        ((("sort_asc_add1",), prefix_new), (HIST, prefix_hist))
     return Experiment("C", model, 10, MIX, pretrain, tasks.TASKS, finetune=finetune, finetune_tasks=tasks.TASKS,
-                      save_finetuned=False, prefix_groups=((MIX, prefix_mix), (NEW_TASKS, prefix_new)),
+                      save_finetuned=False, prefix_groups=((MIX, prefix_mix), *new_groups),
                       loras=(LoRASpec("lora_mlp", ("mlp",), "double_hist", lora),), full_prefix_matrix=False,
                       eval_samples=eval_samples)
 
@@ -134,43 +145,51 @@ def gpu_profile() -> Dict[str, Experiment]:
     prefixes 512 rows each at a constant 1e-3, or 4096 rows each with cosine decay for the phases of over
     4M samples each. B: a single init of an n_S = 1 prefix can plateau (a 512-row one-init run left ↘ at a
     loss of 0.15 per token), so the paper's 1.92M samples per task go to 4 inits of 480k in 64-row steps,
-    the lowest final loss kept.
+    the lowest final loss kept. The committed A, B and D prefixes (GPU runs of 2026-11) were initialised
+    with seeds seed + k ("consecutive"); C, never run, draws its inits independently.
     """
+    consecutive = lambda experiment: replace(experiment, prefix_init="consecutive")
     return {
-        "A": experiment_a(TINY, pretrain=Phase(1_280_000, 64, 5e-4), finetune=Phase(640_000, 64, 5e-4),
-                          prefix=Phase(2_560_000, 512, 1e-3)),
-        "B": experiment_b(ONE_LAYER, pretrain=Phase(1_280_000, 256, 1e-3, "cosine", 200),
-                          prefix=Phase(480_000, 64, 1e-3), restarts=4),
+        "A": consecutive(experiment_a(TINY, pretrain=Phase(1_280_000, 64, 5e-4), finetune=Phase(640_000, 64, 5e-4),
+                                      prefix=Phase(2_560_000, 512, 1e-3))),
+        "B": consecutive(experiment_b(ONE_LAYER, pretrain=Phase(1_280_000, 256, 1e-3, "cosine", 200),
+                                      prefix=Phase(480_000, 64, 1e-3), restarts=4)),
         "C": experiment_c(FOUR_LAYERS, pretrain=Phase(2_560_000, 512, 1e-3, "cosine", 200),
                           finetune=Phase(640_000, 512, 5e-4, "cosine", 100), prefix_mix=Phase(1_280_000, 512, 1e-3),
                           prefix_new=Phase(32_000_000, 4096, 2e-3, "cosine", 100),
                           lora=Phase(640_000, 128, 5e-3, "cosine", 50)),
-        "D": experiment_d(FOUR_LAYERS, pretrain=Phase(2_560_000, 512, 1e-3, "cosine", 200),
-                          prefix=Phase(6_400_000, 4096, 2e-3, "cosine", 100), lora=Phase(640_000, 128, 5e-3, "cosine", 50)),
+        "D": consecutive(experiment_d(FOUR_LAYERS, pretrain=Phase(2_560_000, 512, 1e-3, "cosine", 200),
+                                      prefix=Phase(6_400_000, 4096, 2e-3, "cosine", 100),
+                                      lora=Phase(640_000, 128, 5e-3, "cosine", 50))),
     }
 
 
 def cpu_profile() -> Dict[str, Experiment]:
-    """2-core budgets: far fewer samples; B at width 128, C and D at 2 layers of width 64.
+    """2-core budgets: far fewer samples; B at width 128, C and D at 4 layers of width 64.
 
     Every prefix trains in 64-row steps at lr 1e-2 with cosine decay. B pretrains on 1.2M samples (its four
     tasks each need about as many as A's one: with 300k its ↗ / ↘ prefixes reached 70 / 59 %) and gets 4
-    initialisations per prefix, as in the gpu profile. At width d and L layers the parameter counts match as in
-    the paper: an n_S = 12 prefix and a rank-1 LoRA of MLP + attention output both have 12·d·L parameters,
-    n_S = 10 and MLP-only 10·d·L.
+    initialisations per prefix, as in the gpu profile. C and D need depth and samples (results/probes): on 2
+    layers the ↗+1 prefix plateaus near 28 %, on 4 it reaches 51 % after 1M samples, still rising slowly;
+    the rank-1 LoRA reaches 72 % on H after 1M, still climbing; an H prefix stays below 1 % from 250k to 1M.
+    So ↗+1 gets 2.5M samples, the H prefixes (C's and D's) 500k each, D's LoRA 2.5M.
+    At width d and L layers the parameter counts match as in the paper: an n_S = 12 prefix and a rank-1 LoRA
+    of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
     """
-    width_128, two_layers = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(2, 4, 64)
+    width_128, four_layers = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(4, 4, 64)
     return {
         "A": experiment_a(TINY, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
                           finetune=Phase(150_000, 256, 1e-3, "cosine", 50), prefix=Phase(150_000, 64, 1e-2, "cosine", 20)),
         "B": experiment_b(width_128, pretrain=Phase(1_200_000, 256, 2e-3, "cosine", 100),
                           prefix=Phase(64_000, 64, 1e-2, "cosine", 20), restarts=4),
-        "C": experiment_c(two_layers, pretrain=Phase(450_000, 256, 1.5e-3, "cosine", 100),
+        "C": experiment_c(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
                           finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
-                          prefix_mix=Phase(160_000, 64, 1e-2, "cosine", 20), prefix_new=Phase(160_000, 64, 1e-2, "cosine", 20),
-                          lora=Phase(60_000, 64, 5e-3, "cosine", 20)),
-        "D": experiment_d(two_layers, pretrain=Phase(450_000, 256, 1.5e-3, "cosine", 100),
-                          prefix=Phase(100_000, 64, 1e-2, "cosine", 20), lora=Phase(60_000, 64, 5e-3, "cosine", 20)),
+                          prefix_mix=Phase(100_000, 64, 1e-2, "cosine", 20),
+                          prefix_new=Phase(2_500_000, 64, 1e-2, "cosine", 20),
+                          prefix_hist=Phase(500_000, 64, 1e-2, "cosine", 20),
+                          lora=Phase(400_000, 64, 5e-3, "cosine", 20)),
+        "D": experiment_d(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
+                          prefix=Phase(500_000, 64, 1e-2, "cosine", 20), lora=Phase(2_500_000, 64, 5e-3, "cosine", 20)),
     }
 
 
@@ -210,6 +229,7 @@ def describe(name: str) -> str:
             out.append(line(f"fine-tune each of {symbols(spec.finetune_tasks)}", spec.finetune))
         for group, phase in spec.prefix_groups:
             restarts = f" ×{spec.prefix_restarts} inits" if spec.prefix_restarts > 1 else ""
+            restarts += ", inits seeded seed + k" if spec.prefix_init == "consecutive" else ""
             out.append(line(f"prefixes {symbols(group)}{restarts}", phase))
         for lora in spec.loras:
             out.append(line(f"rank-1 LoRA {'+'.join(lora.targets)} on {tasks.TASK_SYMBOLS[lora.task]}", lora.phase))

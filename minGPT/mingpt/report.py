@@ -41,13 +41,16 @@ def table(experiment: str, seeds: dict) -> list:
 
 
 def claims(experiment: str, seeds: dict) -> list:
-    """Markdown lines: for each seed, which of the paper's claims (mingpt.paper.CLAIMS) hold."""
-    lines = []
-    for seed, run in seeds.items():
-        results = paper.check(experiment, run["accuracy"])
-        failed = [f"{c} — ours {value:.2f}" for c, value, holds in results if not holds]
-        lines.append(f"- seed {seed}: {len(results) - len(failed)} of {len(results)} claims hold"
-                     + ("" if not failed else "; not met: " + "; ".join(failed)))
+    """Markdown lines: each of the paper's claims (mingpt.paper.CLAIMS) with every seed's accuracy, ✓ where
+    it holds, and how many hold per seed."""
+    checks = {seed: paper.check(experiment, run["accuracy"]) for seed, run in seeds.items()}
+    lines = ["| claim | " + " | ".join(f"seed {seed}" for seed in checks) + " |",
+             "|---|" + "---|" * len(checks)]
+    for i, (claim, _, _) in enumerate(next(iter(checks.values()))):
+        cells = [f"{results[i][1]:.2f} {'✓' if results[i][2] else '✗'}" for results in checks.values()]
+        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+    held = lambda results: sum(holds for _, _, holds in results)
+    lines.append("| claims met | " + " | ".join(f"{held(r)} of {len(r)}" for r in checks.values()) + " |")
     return lines
 
 

@@ -17,6 +17,7 @@ The model is either family: minGPT's `GPT` or LLaMA's `Transformer` (`llama.mode
 """
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -86,6 +87,7 @@ class TrainResult:
     losses: List[Tuple[int, List[float]]] = field(default_factory=list)  # (step, loss per prefix or [loss])
     prefixes: Optional[torch.Tensor] = None                                # (n_prefixes, *prefix_shape)
     step: int = 0
+    train_time_s: float = 0.0  # wall seconds of the steps taken, summed over the pieces of a resumed run
 
 
 def logits_of(model: nn.Module, x: torch.Tensor, prefix: Optional[torch.Tensor] = None,
@@ -112,6 +114,7 @@ def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device=
     _resume(model, s, optimizer, data_rng, result, get_batch)
 
     rows_per_prefix = torch.arange(s.n_prefixes, device=device).repeat_interleave(s.batch_size)
+    start, earlier = time.perf_counter(), result.train_time_s
     bar = tqdm(range(result.step, s.max_iters), initial=result.step, total=s.max_iters,
                desc=f"{s.method}", disable=not s.progress, mininterval=1.0)
     for step in bar:
@@ -136,7 +139,7 @@ def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device=
         if logged:
             result.losses.append((done, loss_per_prefix.detach().float().cpu().tolist()))
             bar.set_postfix(loss=f"{loss_per_prefix.mean().item():.4f}")
-        result.step = done
+        result.step, result.train_time_s = done, earlier + time.perf_counter() - start
         if logged and on_log is not None:
             on_log(result)
         if s.checkpoint_path and (done % s.checkpoint_every == 0 or done == s.max_iters):
@@ -220,7 +223,7 @@ def _save(model, s, optimizer, data_rng, result: TrainResult, get_batch: BatchFn
         "settings": asdict(s), "model_config": asdict(model.config), "step": result.step,
         "trained": _state(model, s, result.prefixes), "optimizer": optimizer.state_dict(),
         "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
-        "losses": result.losses,
+        "losses": result.losses, "train_time_s": result.train_time_s,
         "batch_source": get_batch.state_dict() if hasattr(get_batch, "state_dict") else None,
     }, s.checkpoint_path)
 
@@ -257,5 +260,6 @@ def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult, g
     if ckpt["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
     result.step, result.losses = ckpt["step"], ckpt["losses"]
+    result.train_time_s = ckpt.get("train_time_s", 0.0)  # 0 for checkpoints written before it was kept
     if ckpt.get("batch_source") is not None and hasattr(get_batch, "load_state_dict"):
         get_batch.load_state_dict(ckpt["batch_source"])
