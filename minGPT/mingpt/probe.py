@@ -7,10 +7,12 @@
 Trains one component on the profile's stored pretrained model of the experiment and seed or, with
 --model, on a model of that shape pretrained with the profile's pretraining phase (its sample count
 set by --pretrain-samples) and cached under runs/probe/. The component trains with the profile's
-phase for it (that of the experiment's prefix of the task, starting from that prefix's init, or with
---restart K from the experiment's init for restart K; else of its last prefix group; or its LoRA's; in the cpu profile 64-row steps, warm-up 20, cosine decay) with the
-given samples and peak learning rate. Every samples/--evals training samples it is evaluated on the
-first --eval-samples test inputs; at the end on 3,200. The record goes to results/probes/<name>.json; nothing under checkpoints changes.
+phase for it, with the given samples and peak learning rate: a prefix with the phase of the
+experiment's prefix of that task (else of its last prefix group), starting from that prefix's init
+(with --restart K, from the experiment's init for restart K); a LoRA with the experiment's LoRA phase
+(in the cpu profile: 64-row steps, warm-up 20, cosine decay). Every samples/--evals training samples
+it is evaluated on the first --eval-samples test inputs; at the end on 3,200. The record goes to
+results/probes/<name>.json; nothing under checkpoints changes.
 """
 
 import argparse
