@@ -51,7 +51,7 @@ def test_show_profile_prints_every_resolved_phase(capsys):
     assert "B: 1 layer(s) × 4 head(s) × width 128, no LayerNorm before attention, n_S = 1" in out
     lines = {" ".join(line.split()) for line in out.splitlines()}
     assert "prefixes ↗ ↘ +1 +2 ×4 inits 64,000 samples 64 rows lr 0.01 cosine, warm-up 20 (1,000 steps)" in lines
-    assert "rank-1 LoRA mlp+attn_out on H 2,500,000 samples 64 rows lr 0.005 cosine, warm-up 20 (39,063 steps)" in lines
+    assert "rank-1 LoRA mlp+attn_out on H 1,000,000 samples 64 rows lr 0.005 cosine, warm-up 20 (15,625 steps)" in lines
     experiments.main(["--show-profile", "paper"])
     lines = {" ".join(line.split()) for line in capsys.readouterr().out.splitlines()}
     assert "prefixes ↗+1 H 32,000,000 samples 64 rows lr 5e-05 constant (500,000 steps)" in lines
@@ -84,3 +84,15 @@ def test_a_prefix_retrains_when_its_init_seeds_change(tmp_path):
     assert manifest[key]["sha256"] != before["sha256"]
     unchanged = {k: e["sha256"] for k, e in manifest.items() if k != key}  # only the prefix trained again
     assert unchanged == {k: e["sha256"] for k, e in first.items() if k != key}
+
+
+def test_a_pretrained_model_retrains_when_the_profile_changes_its_shape(tmp_path, capsys):
+    """A stored model of another width is trained again (not loaded into a config it does not fit)."""
+    runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
+    spec = runner.specs["D"]
+    assert runner.pretrained(spec, 0).config.n_embd == spec.model.n_embd
+    wider = replace(spec, model=replace(spec.model, n_embd=2 * spec.model.n_embd))
+    assert runner.pretrained(wider, 0).config.n_embd == 2 * spec.model.n_embd
+    assert "model_config" in capsys.readouterr().out
+    entry = _manifest(runner, "D")["minGPT/checkpoints/quick/D/seed0/pretrained.pt"]
+    assert entry["model_config"]["n_embd"] == 2 * spec.model.n_embd

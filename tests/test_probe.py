@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mingpt import probe
+from mingpt import probe, profiles
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,9 @@ def test_probe_evaluates_along_the_way_and_counts_lora_parameters(tmp_path):
     record = probe.probe("C", "lora", "double_hist", samples=256, lr=5e-3, evals=2, eval_samples=64, progress=False,
                          root=committed_root(tmp_path))
     assert [point["samples"] for point in record["curve"]] == [128, 256]
-    assert record["model"] == "4/4/64"
-    assert record["trained_params"] == 10 * 64 * 4  # MLP-only rank-1 LoRA: 10·d·L, as an n_S = 10 prefix
+    model = profiles.profile("cpu")["C"].model
+    assert record["model"] == f"{model.n_layer}/{model.n_head}/{model.n_embd}"
+    assert record["trained_params"] == 10 * model.n_embd * model.n_layer  # MLP-only rank-1 LoRA: as n_S = 10
     recorded = json.loads((REPO / "results" / "section5" / "cpu" / "C.json").read_text())
     committed = recorded["seeds"]["0"]["accuracy"]["pretrained"]                               # the committed model's
     assert record["pretrained_accuracy"] == {task: committed[task] for task in record["pretrained_accuracy"]}
@@ -53,3 +54,11 @@ def test_a_prefix_probe_starts_from_the_experiments_init(tmp_path):
                          progress=False, root=committed_root(tmp_path))
     manifest = json.loads((REPO / "minGPT" / "checkpoints" / "cpu" / "C" / "manifest.json").read_text())
     assert [record["init_seed"]] == manifest["minGPT/checkpoints/cpu/C/seed0/prefixes_sort_asc_add1.pt"]["prefix_seeds"]
+
+
+def test_batch_size_sets_the_rows_per_step(tmp_path):
+    """--batch-size 32: 64 samples are 2 steps of 32 rows, evaluated after each."""
+    record = probe.probe("C", "prefix", "add1", samples=64, lr=1e-2, evals=2, eval_samples=16, progress=False,
+                         root=committed_root(tmp_path), batch_size=32)
+    assert record["phase"]["batch_size"] == 32
+    assert [point["samples"] for point in record["curve"]] == [32, 64]

@@ -15,21 +15,11 @@ MANIFESTS = sorted((ROOT / "minGPT" / "checkpoints").glob("*/*/manifest.json"))
 
 # Claims a committed run does not meet, each with the reason; README and RESULTS.md report them.
 # The test below requires the failures to be exactly these, so the list cannot go stale.
-CPU_BUDGET = ("the cpu profile's budgets are far below the paper's (600k pretraining samples, 2.5M for ↗+1, "
-              "2.5M for D's LoRA, on 4 layers of width 64)")
 SHORTFALLS = {
     ("cpu", "B", "0"): {
         "why": "drawn from independent init seeds since 2026-12-02, the ↘ prefix (best of 4 inits, 64k samples each) "
                "also sorts 2.47 % of inputs ascending, above the 2 % bound (the inits seed + k gave at most 1.53 %)",
         "claims": {"B: prefix_sort_desc on sort_asc <= 2.0 %"}},
-    ("cpu", "C", "0"): {
-        "why": CPU_BUDGET + "; the ↗+1 prefix's training loss stays near 0.3 per token from 300k samples to the "
-               "end, 38.62 % (a probe on D's seed-0 model, n_S = 12, reached 50.91 % after 1M; results/probes)",
-        "claims": {"C: prefix_sort_asc_add1 on sort_asc_add1 >= 50.0 %"}},
-    ("cpu", "D", "0"): {
-        "why": CPU_BUDGET + "; the rank-1 LoRA (3,072 parameters) is still learning H when its cosine schedule "
-               "ends: 80.59 % after 2.5M samples (72.47 % after 1M in a probe on the same model)",
-        "claims": {"D: lora_mlp_attn_out on double_hist >= 85.0 %"}},
 }
 
 
@@ -72,12 +62,18 @@ def test_each_recorded_seed_comes_from_the_committed_models_and_the_current_prof
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[str(m.relative_to(ROOT)) for m in MANIFESTS])
 def test_manifest_entries_match_their_files(manifest):
+    """Every entry matches its file; a seed with results has metrics for each of its components (a seed
+    still training across sessions has components stored before its evaluation)."""
     entries = json.loads(manifest.read_text())
     assert entries
+    results = ROOT / "results" / "section5" / manifest.parent.parent.name / f"{manifest.parent.name}.json"
+    evaluated = set(json.loads(results.read_text())["seeds"]) if results.exists() else set()
     for key, entry in entries.items():
         assert checkpoint.sha256(ROOT / key) == entry["sha256"], key
-        for field in ("command", "profile", "seed", "hardware", "metrics"):
+        for field in ("command", "profile", "seed", "hardware"):
             assert field in entry, (key, field)
+        if str(entry["seed"]) in evaluated:
+            assert "metrics" in entry, key
 
 
 def test_committed_checkpoints_stay_under_30_mb():

@@ -141,8 +141,9 @@ class Store:
     def key(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    # what a component was trained with; base_sha256: the stored pretrained model it was trained from
-    SPEC_FIELDS = ("method", "phase", "tasks", "restarts", "prefix_seeds", "targets", "base_sha256")
+    # what a component was trained with; model_config: a pretrained model's shape; base_sha256: the stored
+    # pretrained model a component was trained from
+    SPEC_FIELDS = ("method", "model_config", "phase", "tasks", "restarts", "prefix_seeds", "targets", "base_sha256")
 
     def entry(self, path: Path) -> Optional[dict]:
         """The manifest entry of a stored component, or None."""
@@ -237,7 +238,8 @@ class Runner:
     def pretrained(self, spec: Experiment, seed: int) -> GPT:
         path = self.paths.component(spec.name, seed, "pretrained")
         config = spec.model.config(spec.prefix_len)
-        meta = self._meta(spec, seed, "pretrain", spec.pretrain, tasks=list(spec.pretrain_tasks))
+        meta = self._meta(spec, seed, "pretrain", spec.pretrain, tasks=list(spec.pretrain_tasks),
+                          model_config=asdict(config))  # another shape trains again
         stored = self.store.load(path, meta)
         if stored is not None:
             return checkpoint.load_model_from(stored, config, path).to(self.device)

@@ -10,9 +10,10 @@ set by --pretrain-samples) and cached under runs/probe/. The component trains wi
 phase for it, with the given samples and peak learning rate: a prefix with the phase of the
 experiment's prefix of that task (else of its last prefix group), starting from that prefix's init
 (with --restart K, from the experiment's init for restart K); a LoRA with the experiment's LoRA phase
-(in the cpu profile: 64-row steps, warm-up 20, cosine decay). Every samples/--evals training samples
-it is evaluated on the first --eval-samples test inputs; at the end on 3,200. The record goes to
-results/probes/<name>.json; nothing under checkpoints changes.
+(in the cpu profile: 64-row steps, warm-up 20, cosine decay); --batch-size sets other rows per
+step. Every samples/--evals training samples it is evaluated on the first --eval-samples test
+inputs; at the end on 3,200. The record goes to results/probes/<name>.json; nothing under
+checkpoints changes.
 """
 
 import argparse
@@ -44,11 +45,13 @@ def parse_model(text: str) -> ModelSpec:
 
 def probe(experiment: str, method: str, task: str, samples: int, lr: float, profile: str = "cpu",
           seed: int = 0, model: str = "", pretrain_samples: int = 0, evals: int = 8,
-          eval_samples: int = 640, progress: bool = True, root: Optional[Path] = None, restart: int = 0) -> dict:
+          eval_samples: int = 640, progress: bool = True, root: Optional[Path] = None, restart: int = 0,
+          batch_size: int = 0) -> dict:
     """Train the component, evaluating along the way; return the record (see module docstring).
 
     root: where the stored pretrained models are read (default: the repository's checkpoints).
-    restart: a prefix starts from the init the experiment draws for that restart (0: its first)."""
+    restart: a prefix starts from the init the experiment draws for that restart (0: its first).
+    batch_size: rows per step (0: the phase's)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if task not in tasks.TASKS:
@@ -70,12 +73,13 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
         group, template = next(((g, p) for g, p in spec.prefix_groups if task in g), spec.prefix_groups[-1])
         seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1), seed, group)
         init = seeds[restart * len(group) + group.index(task)] if task in group else seed + restart
-        phase = replace(template, samples=samples, lr=lr)
+        phase = replace(template, samples=samples, lr=lr, batch_size=batch_size or template.batch_size)
         component = dict(n_prefixes=1, prefix_len=spec.prefix_len, prefix_seeds=(init,))
     else:
         if not spec.loras:
             raise ValueError(f"experiment {experiment} trains no LoRA; choose C or D for --method lora")
-        phase = replace(spec.loras[0].phase, samples=samples, lr=lr)
+        template = spec.loras[0].phase
+        phase = replace(template, samples=samples, lr=lr, batch_size=batch_size or template.batch_size)
         component = dict(lora_rank=1, lora_targets=spec.loras[0].targets)
     settings = replace(runner.train_settings(phase, method, seed, **component),
                        log_every=max(1, phase.iters // evals))
@@ -120,7 +124,8 @@ def main(argv=None):
     parser.add_argument("experiment", help="the experiment whose pretrained model is used: C or D")
     parser.add_argument("--method", default="prefix", choices=METHODS)
     parser.add_argument("--task", default="sort_asc_add1", choices=tasks.TASKS)
-    parser.add_argument("--samples", type=int, default=640_000, help="training samples (64-row steps)")
+    parser.add_argument("--samples", type=int, default=640_000, help="training samples")
+    parser.add_argument("--batch-size", type=int, default=0, help="rows per step (default: the phase's)")
     parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine to 10 %%)")
     parser.add_argument("--profile", default="cpu", choices=PROFILES, help="whose pretrained model and phases")
     parser.add_argument("--seed", type=int, default=0)
@@ -138,9 +143,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     record = probe(args.experiment, args.method, args.task, args.samples, args.lr, args.profile, args.seed,
                    args.model, args.pretrain_samples, args.evals, args.eval_samples, not args.no_progress,
-                   restart=args.restart)
+                   restart=args.restart, batch_size=args.batch_size)
     name = (f"{args.profile}_{args.experiment}{args.seed}_{record['model'].replace('/', 'x')}_{args.method}_{args.task}"
-            f"_{args.samples}_lr{args.lr:g}" + (f"_restart{args.restart}" if args.restart else ""))
+            f"_{args.samples}_lr{args.lr:g}" + (f"_b{args.batch_size}" if args.batch_size else "")
+            + (f"_restart{args.restart}" if args.restart else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(" ".join(f"{c['samples']}:{c['accuracy']:.1f}" for c in record["curve"]))

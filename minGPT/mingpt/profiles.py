@@ -165,18 +165,19 @@ def gpu_profile() -> Dict[str, Experiment]:
 
 
 def cpu_profile() -> Dict[str, Experiment]:
-    """2-core budgets: far fewer samples; B at width 128, C and D at 4 layers of width 64.
+    """2-core budgets: far fewer samples; B at width 128, C and D at 4 layers of width 96.
 
     Every prefix trains in 64-row steps at lr 1e-2 with cosine decay. B pretrains on 1.2M samples (its four
     tasks each need about as many as A's one: with 300k its ↗ / ↘ prefixes reached 70 / 59 %) and gets 4
-    initialisations per prefix, as in the gpu profile. C and D need depth and samples (results/probes): on 2
-    layers the ↗+1 prefix plateaus near 28 %, on 4 it reaches 51 % after 1M samples, still rising slowly;
-    the rank-1 LoRA reaches 72 % on H after 1M, still climbing; an H prefix stays below 1 % from 250k to 1M.
-    So ↗+1 gets 2.5M samples, the H prefixes (C's and D's) 500k each, D's LoRA 2.5M.
+    initialisations per prefix, as in the gpu profile. C and D need depth and width (results/probes): on 2
+    layers of width 64 the ↗+1 prefix plateaus near 28 %, on 4 it reached 38.62 % after 2.5M samples and the
+    rank-1 LoRA 80.59 % on H; on 4 layers of width 96, ↗+1 reaches 52.3 % after 250k samples and 60.22 %
+    after 1M, the LoRA 95.28 % after 1M. An H prefix stays below 1 % from 250k to 1M (width 64). So ↗+1
+    and D's LoRA get 1M samples, the H prefixes (C's and D's) 250k each.
     At width d and L layers the parameter counts match as in the paper: an n_S = 12 prefix and a rank-1 LoRA
     of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
     """
-    width_128, four_layers = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(4, 4, 64)
+    width_128, four_layers = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(4, 4, 96)
     return {
         "A": experiment_a(TINY, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
                           finetune=Phase(150_000, 256, 1e-3, "cosine", 50), prefix=Phase(150_000, 64, 1e-2, "cosine", 20)),
@@ -185,11 +186,11 @@ def cpu_profile() -> Dict[str, Experiment]:
         "C": experiment_c(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
                           finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
                           prefix_mix=Phase(100_000, 64, 1e-2, "cosine", 20),
-                          prefix_new=Phase(2_500_000, 64, 1e-2, "cosine", 20),
-                          prefix_hist=Phase(500_000, 64, 1e-2, "cosine", 20),
+                          prefix_new=Phase(1_000_000, 64, 1e-2, "cosine", 20),
+                          prefix_hist=Phase(250_000, 64, 1e-2, "cosine", 20),
                           lora=Phase(400_000, 64, 5e-3, "cosine", 20)),
         "D": experiment_d(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
-                          prefix=Phase(500_000, 64, 1e-2, "cosine", 20), lora=Phase(2_500_000, 64, 5e-3, "cosine", 20)),
+                          prefix=Phase(250_000, 64, 1e-2, "cosine", 20), lora=Phase(1_000_000, 64, 5e-3, "cosine", 20)),
     }
 
 
