@@ -73,14 +73,13 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
         group, template = next(((g, p) for g, p in spec.prefix_groups if task in g), spec.prefix_groups[-1])
         seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1), seed, group)
         init = seeds[restart * len(group) + group.index(task)] if task in group else seed + restart
-        phase = replace(template, samples=samples, lr=lr, batch_size=batch_size or template.batch_size)
         component = dict(n_prefixes=1, prefix_len=spec.prefix_len, prefix_seeds=(init,))
     else:
         if not spec.loras:
             raise ValueError(f"experiment {experiment} trains no LoRA; choose C or D for --method lora")
         template = spec.loras[0].phase
-        phase = replace(template, samples=samples, lr=lr, batch_size=batch_size or template.batch_size)
         component = dict(lora_rank=1, lora_targets=spec.loras[0].targets)
+    phase = replace(template, samples=samples, lr=lr, batch_size=batch_size or template.batch_size)
     settings = replace(runner.train_settings(phase, method, seed, **component),
                        log_every=max(1, phase.iters // evals))
     trained = base
