@@ -26,8 +26,9 @@ TITLES = {
 }
 PROFILE_NOTES = {
     "gpu": "the paper's number of training samples per phase, large batches; the machine that trained each component is in its manifest",
-    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (4 layers, width 64); the training time of each stored component is in its manifest",
+    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (4 layers, width 96); the training time of each stored component is in its manifest",
 }
+CHECKPOINTS = ROOT / "minGPT" / "checkpoints"
 FIGURES = ROOT / "results" / "figures"
 PROBES = ROOT / "results" / "probes"
 
@@ -45,12 +46,29 @@ def section(experiment: str) -> list:
         wall = ", ".join(f"seed {s}: {run['wall_time_s']:.0f} s" for s, run in seeds.items())
         counts = ", ".join(f"{k} {v:,}" for k, v in first["param_counts"].items())
         lines += [f"**{profile} profile** ({PROFILE_NOTES[profile]}); seeds {', '.join(seeds)}; "
-                  f"{' / '.join(hardware)}; wall time {wall}; parameters: {counts}.", "",
+                  f"{' / '.join(hardware)}; wall time of the last run {wall}{training_times(profile, experiment)}; "
+                  f"parameters: {counts}.", "",
                   "Accuracy in % (exact match, 3,200 test inputs; mean ± std over seeds), paper in brackets:", ""]
         lines += table(experiment, seeds) + [""] + claims(experiment, seeds) + [""]
     for figure in sorted(FIGURES.glob(f"{experiment}_*.png")):
         lines += [f"![{figure.stem}](results/figures/{figure.name})", ""]
     return lines
+
+
+def training_times(profile: str, experiment: str) -> str:
+    """Each seed's stored components' training seconds (manifest `train_time_s`), summed: a run's time
+    across the sessions it was resumed in. Components that are not stored (C's fully fine-tuned models)
+    and evaluation are not counted; nor are seeds with a component trained before times were kept."""
+    path = CHECKPOINTS / profile / experiment / "manifest.json"
+    entries = json.loads(path.read_text()).values() if path.exists() else []
+    per_seed = {}
+    for entry in entries:
+        per_seed.setdefault(entry["seed"], []).append(entry.get("train_time_s"))
+    per_seed = {seed: times for seed, times in per_seed.items() if None not in times}  # older runs: untimed
+    if not per_seed:
+        return ""
+    return "; training time of the stored components (manifests' `train_time_s`, summed) " + ", ".join(
+        f"seed {seed}: {sum(times):,.0f} s" for seed, times in sorted(per_seed.items()))
 
 
 def probes() -> list:
