@@ -51,7 +51,7 @@ def test_show_profile_prints_every_resolved_phase(capsys):
     assert "B: 1 layer(s) × 4 head(s) × width 128, no LayerNorm before attention, n_S = 1" in out
     lines = {" ".join(line.split()) for line in out.splitlines()}
     assert "prefixes ↗ ↘ +1 +2 ×4 inits 64,000 samples 64 rows lr 0.01 cosine, warm-up 20 (1,000 steps)" in lines
-    assert "rank-1 LoRA mlp+attn_out on H 1,000,000 samples 64 rows lr 0.005 cosine, warm-up 20 (15,625 steps)" in lines
+    assert "rank-1 LoRA mlp+attn_out on H 3,000,000 samples 64 rows lr 0.002 cosine, warm-up 20 (46,875 steps)" in lines
     experiments.main(["--show-profile", "paper"])
     lines = {" ".join(line.split()) for line in capsys.readouterr().out.splitlines()}
     assert "prefixes ↗+1 H 32,000,000 samples 64 rows lr 5e-05 constant (500,000 steps)" in lines

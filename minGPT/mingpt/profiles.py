@@ -173,7 +173,9 @@ def cpu_profile() -> Dict[str, Experiment]:
     layers of width 64 the ↗+1 prefix plateaus near 28 %, on 4 it reached 38.62 % after 2.5M samples and the
     rank-1 LoRA 80.59 % on H; on 4 layers of width 96, ↗+1 reaches 52.3 % after 250k samples and 60.22 %
     after 1M, the LoRA 95.28 % after 1M. An H prefix stays below 1 % from 250k to 1M (width 64). So ↗+1
-    and D's LoRA get 1M samples, the H prefixes (C's and D's) 250k each.
+    gets 1M samples, the H prefixes (C's and D's) 250k each. D's LoRA gets 3M samples at a peak lr of 2e-3:
+    at 5e-3 seed 2's stalled (60.16 % after 1M, 5.59 % after 2M; 6.38 % after 1M at 1e-2), at 2e-3 it kept
+    climbing (72.03 % after 1M, 84.25 % after 2M; seed 1 87.34 % after 2M).
     At width d and L layers the parameter counts match as in the paper: an n_S = 12 prefix and a rank-1 LoRA
     of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
     """
@@ -190,7 +192,7 @@ def cpu_profile() -> Dict[str, Experiment]:
                           prefix_hist=Phase(250_000, 64, 1e-2, "cosine", 20),
                           lora=Phase(400_000, 64, 5e-3, "cosine", 20)),
         "D": experiment_d(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
-                          prefix=Phase(250_000, 64, 1e-2, "cosine", 20), lora=Phase(1_000_000, 64, 5e-3, "cosine", 20)),
+                          prefix=Phase(250_000, 64, 1e-2, "cosine", 20), lora=Phase(3_000_000, 64, 2e-3, "cosine", 20)),
     }
 
 
