@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "minGPT"))
 
+from mingpt.experiments import Paths  # noqa: E402
 from mingpt.report import claims, load, table  # noqa: E402
 from mingpt.tasks import TASK_SYMBOLS  # noqa: E402
 
@@ -28,7 +29,6 @@ PROFILE_NOTES = {
     "gpu": "the paper's number of training samples per phase, large batches; the machine that trained each component is in its manifest",
     "cpu": "2-core budgets; smaller models for B (width 128) and C/D (4 layers, width 96); the training time of each stored component is in its manifest",
 }
-CHECKPOINTS = ROOT / "minGPT" / "checkpoints"
 FIGURES = ROOT / "results" / "figures"
 PROBES = ROOT / "results" / "probes"
 
@@ -59,7 +59,7 @@ def training_times(profile: str, experiment: str) -> str:
     """Each seed's stored components' training seconds (manifest `train_time_s`), summed: a run's time
     across the sessions it was resumed in. Components that are not stored (C's fully fine-tuned models)
     and evaluation are not counted; nor are seeds with a component trained before times were kept."""
-    path = CHECKPOINTS / profile / experiment / "manifest.json"
+    path = Paths(ROOT, profile).checkpoints / experiment / "manifest.json"
     entries = json.loads(path.read_text()).values() if path.exists() else []
     per_seed = {}
     for entry in entries:
