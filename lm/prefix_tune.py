@@ -2,6 +2,8 @@
 
     python -m lm.prefix_tune --task table_to_text --llama --prefix-len 1          # the LLaMA stand-in
     python -m lm.prefix_tune --task classification --gpt2 --prefix-len 10 --seeds 1-20
+    python -m lm.prefix_tune --task classification --gpt2 --prefix-len 10 --seeds 1-20 --epochs 3 \
+        --until-plateau 10 --eval-every 48 --out runs/my-run    # to a plateau of validation accuracy
     python -m lm.prefix_tune --task classification --gpt2 ~/gpt2 --train emotion/train.jsonl --test emotion/test.jsonl
     torchrun --nproc_per_node 2 -m lm.prefix_tune --task table_to_text --llama ~/llama-7b-2shards
 
@@ -18,8 +20,15 @@ Without `--train`/`--test` the task comes from the documentation corpus (`lm.tex
 The run folder (`--out`, default `results/prefix_tuning/<family>-<task>-n<prefix_len>`) receives
 `prefixes.pt` (the prefixes with their settings) and `manifest.json` (command, hardware, wall times,
 loss curves, the sha256 of every input and output, and the held-out metric of the untuned model, of the
-majority class for classification, and of each prefix). Training resumes from its state under
-`runs/prefix_tuning/` after an interruption.
+majority class for classification, and of each prefix). Training resumes from its state in
+`<out>/training/` after an interruption (small: the prefixes and their optimiser state, so a run in
+progress can be committed and resumed elsewhere); the state is deleted when the run is done.
+
+`--eval-every N` evaluates every prefix on the validation split every N steps (the learning curve, kept
+in the manifest with the prefixes at each of those steps in `prefixes_by_step.pt`). `--epochs E` sets the
+length in epochs (an epoch: as many examples as the training split, drawn with replacement) instead of
+--steps; with `--until-plateau MAX` training goes on past E epochs until the mean validation metric of
+the prefixes rose by at most 0.5 points over the last 20 % of the steps taken, or MAX epochs.
 """
 
 import argparse
@@ -29,7 +38,8 @@ import platform
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+import math
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -197,6 +207,33 @@ def settings(steps: int, batch_size: int, lr: float, prefix_len: int, seeds: Seq
                          checkpoint_every=25, log_every=10, progress=progress)
 
 
+PLATEAU_SHARE, PLATEAU_GAIN = 0.2, 0.5   # --until-plateau: at most 0.5 points gained over the last 20 % of steps
+
+
+def plateaued(evals: List, share: float = PLATEAU_SHARE, gain: float = PLATEAU_GAIN) -> bool:
+    """Whether the mean of the evaluated values rose by at most `gain` since the last evaluation at or
+    before (1 - share) of the steps taken; evals: [(step, [value per prefix])], the last one now."""
+    step, values = evals[-1]
+    earlier = [v for s_, v in evals if s_ <= (1 - share) * step]
+    if not earlier:
+        return False
+    mean = lambda v: sum(v) / len(v)
+    return mean(values) - mean(earlier[-1]) <= gain
+
+
+def train_in_pieces(model, s: TrainSettings, get_batch, device: str, evaluate, min_steps: int, until_plateau: bool):
+    """Train to s.max_iters, or with `until_plateau` from `min_steps` on up to the first evaluation at which
+    the validation curve has plateaued (`plateaued`). Each piece ends at an evaluation step and resumes from
+    the state saved there."""
+    if not until_plateau:
+        return train(model, s, get_batch, device, evaluate=evaluate if s.eval_steps else None)
+    for stop in [step for step in s.eval_steps if step >= min_steps] + [s.max_iters]:
+        result = train(model, replace(s, stop_at=stop), get_batch, device, evaluate=evaluate)
+        if plateaued(result.evals):
+            break
+    return result
+
+
 def run(args) -> Dict:
     family = "llama" if args.llama is not False else "gpt2"
     task = task_of(args.task, args.train, args.test, args.corpus)
@@ -213,13 +250,26 @@ def run(args) -> Dict:
                          f"positions, but the model takes {context_of(model)}: shorten the prefix"
                          + (" or raise --max-seq-len" if family == "llama" else ""))
 
-    s = settings(args.steps, args.batch_size, args.lr, args.prefix_len, args.seeds, args.data_seed,
-                 ROOT / "runs" / "prefix_tuning" / out.name / "train_state.pt", progress=args.rank == 0)
+    steps_per_epoch = len(train_items) / args.batch_size
+    steps = math.ceil(args.epochs * steps_per_epoch) if args.epochs else args.steps
+    max_steps = math.ceil(args.until_plateau * steps_per_epoch) if args.until_plateau else steps
+    state_dir = out / "training"
+    s = settings(max_steps, args.batch_size, args.lr, args.prefix_len, args.seeds, args.data_seed,
+                 state_dir / "train_state.pt", progress=args.rank == 0)
+    s = replace(s, eval_steps=tuple(range(args.eval_every, max_steps + 1, args.eval_every)) if args.eval_every else ())
+    metric = "accuracy" if args.task == "classification" else "bleu"
+
+    def validate(result):  # each prefix on the validation split; the prefixes kept for the record
+        if args.rank == 0:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(result.prefixes.detach().cpu(), state_dir / f"prefixes_step{result.step}.pt")
+        return [evaluate(task, model, tokenizer, p, "validation")[metric] for p in result.prefixes.detach()]
+
     state = Path(s.checkpoint_path)
     resumed_from = checkpoint.read(state)["step"] if state.exists() else 0
     start = time.time()
-    result = train(model, s, text_tasks.batch_source(train_items, s.batch_size, s.n_prefixes, tokenizer.eos_id),
-                   device=args.device)
+    result = train_in_pieces(model, s, text_tasks.batch_source(train_items, s.batch_size, s.n_prefixes, tokenizer.eos_id),
+                             args.device, validate, steps, bool(args.until_plateau))
     train_wall = time.time() - start
     prefixes = result.prefixes.detach()
 
@@ -227,7 +277,6 @@ def run(args) -> Dict:
     untuned = evaluate(task, model, tokenizer, None)
     tuned = [evaluate(task, model, tokenizer, p) for p in prefixes]
     eval_wall = time.time() - start
-    metric = "accuracy" if args.task == "classification" else "bleu"
     manifest = {
         "command": "python -m lm.prefix_tune " + " ".join(args.argv),
         "family": family, "task": args.task, "model_folder": _relative(folder),
@@ -241,11 +290,22 @@ def run(args) -> Dict:
         "torch": torch.__version__, "settings": asdict(s) | {"checkpoint_path": None},
         "wall_time_s": {"training": round(train_wall, 1), "evaluation": round(eval_wall, 1)},
         "resumed_from_step": resumed_from,   # > 0: the training time covers the steps after it only
+        "train_time_s": round(result.train_time_s, 1),   # summed over every piece of the run
         "steps": result.step, "examples_seen_per_prefix": result.step * s.batch_size,
+        "epochs": round(result.step * s.batch_size / len(train_items), 3),
         "loss_curve": result.losses, "metric": metric, "seeds": list(args.seeds),
         "untuned": untuned, "prefixes": tuned,
         "mean": sum(t[metric] for t in tuned) / len(tuned),
     }
+    if result.evals:
+        manifest["validation_curve"] = {"split": "validation", "examples": len(task.examples("validation")),
+                                        "points": [[step, values] for step, values in result.evals],
+                                        "mean": [[step, sum(v) / len(v)] for step, v in result.evals]}
+    if args.until_plateau:
+        manifest["stopping"] = {"min_epochs": args.epochs, "max_epochs": args.until_plateau,
+                                "rule": f"mean validation {metric} gained <= {PLATEAU_GAIN} points over the last "
+                                        f"{PLATEAU_SHARE:.0%} of the steps taken",
+                                "plateaued": plateaued(result.evals) if result.evals else False}
     if args.task == "classification":
         manifest["majority"] = majority(task)
     if args.rank == 0:
@@ -253,6 +313,12 @@ def run(args) -> Dict:
         torch.save({"prefixes": prefixes.cpu(), "seeds": list(args.seeds), "prefix_len": args.prefix_len,
                     "family": family, "task": args.task, "settings": manifest["settings"]}, out / "prefixes.pt")
         manifest["prefixes_sha256"] = sha256(out / "prefixes.pt")
+        if result.evals:  # the prefixes at each evaluated step, for analyses of how training moves them
+            by_step = {step: torch.load(state_dir / f"prefixes_step{step}.pt") for step, _ in result.evals}
+            torch.save({"prefixes_by_step": by_step, "seeds": list(args.seeds)}, out / "prefixes_by_step.pt")
+            manifest["prefixes_by_step_sha256"] = sha256(out / "prefixes_by_step.pt")
+        for path in state_dir.glob("*.pt") if state_dir.exists() else ():
+            path.unlink()
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         summary = {k: manifest[k] for k in ("family", "task", "steps", "wall_time_s", "mean")}
         summary["untuned"] = untuned[metric]
@@ -278,6 +344,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-len", type=int, default=1, help="n_S, positions the prefix takes (default 1)")
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="one prefix per seed: '0', '1-20', '0,3' (default 0)")
     p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
+    p.add_argument("--epochs", type=float, default=0, help="training length in epochs of the training split, instead of --steps")
+    p.add_argument("--until-plateau", type=float, default=0, metavar="MAX_EPOCHS",
+                   help="with --epochs and --eval-every: go on until validation plateaus, at most MAX_EPOCHS")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate on the validation split every N steps (0: never)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step, each prefix (default 32)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate, ×0.975 every 1,000 steps (default 0.01)")
     p.add_argument("--data-seed", type=int, default=0, help="seeds the order of the examples (default 0)")
@@ -297,6 +367,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.prefix_len < 1:
         raise ValueError(f"--prefix-len must be at least 1, not {args.prefix_len}")
+    if args.until_plateau and not (args.epochs and args.eval_every and args.until_plateau >= args.epochs):
+        raise ValueError("--until-plateau MAX needs --epochs E <= MAX and --eval-every N (the validation curve it reads)")
     if args.gpt2 is not False and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         raise ValueError("GPT-2 runs in one process; torchrun with several is for LLaMA's model-parallel shards")
     if args.threads:

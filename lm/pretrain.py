@@ -2,6 +2,11 @@
 
     python -m lm.pretrain llama --iters 2500     # -> models/llama-standin (params.json, consolidated.00.pth)
     python -m lm.pretrain gpt2 --iters 2500      # -> models/gpt2-standin (config.json, model.safetensors)
+    python -m lm.pretrain llama --iters 1000 --threads 1 --out runs/lm/llama-rerun --save-at 50 100 250 500 750
+
+--save-at also writes the weights at those steps (multiples of 50, the logging interval), each as a
+complete model folder `<out>/step<N>/` in the same layout and precision as the final model, e.g. to
+measure how a property grows with the model's quality (`lm.virtual_tokens`'s checkpoint sweep).
 
 Training goes through the project's one training loop (`mingpt.trainer.train`): AdamW, warm-up and
 cosine decay, seeded, with a tqdm bar, and resumable from its state under `runs/lm/<model folder name>/` (run the
@@ -111,6 +116,22 @@ def save(spec: StandIn, model: torch.nn.Module, folder: Path, dtype: torch.dtype
     return [folder / "config.json", folder / "model.safetensors"]
 
 
+def snapshot_saver(spec: StandIn, model: torch.nn.Module, folder: Path, steps: List[int]) -> Callable:
+    """on_log for the trainer: at each of `steps`, the weights as a model folder `folder/step<N>/` (tokenizer
+    copied), in half precision like the final model."""
+    import shutil
+
+    def on_log(result):
+        if result.step in steps:
+            out = folder / f"step{result.step}"
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("tokenizer.model", "vocab.json", "merges.txt"):
+                if (folder / name).exists():
+                    shutil.copy(folder / name, out / name)
+            save(spec, model, out, torch.float16)
+    return on_log
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("family", choices=["llama", "gpt2"])
@@ -120,7 +141,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0: torch's default)")
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus")
     parser.add_argument("--out", type=Path, help="model folder (default: the stand-in's committed folder)")
+    parser.add_argument("--save-at", type=int, nargs="*", default=[], metavar="STEP",
+                        help="also save the weights at these steps (multiples of 50) as <out>/step<STEP>/")
     args = parser.parse_args(argv)
+    s = settings(args.out or stand_in(args.family).folder, args.iters, args.seed, args.device)
+    off_grid = [step for step in args.save_at if step % s.log_every or not 0 < step <= args.iters]
+    if off_grid:
+        parser.error(f"--save-at {off_grid}: steps must be multiples of {s.log_every} in 1..{args.iters}")
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = stand_in(args.family)
@@ -131,11 +158,11 @@ def main(argv=None):
     records = corpus.read(args.corpus)
     train_stream = token_stream(corpus.texts(records, "train"), tokenizer)
     held_out = {split: token_stream(corpus.texts(records, split), tokenizer) for split in ("validation", "test")}
-    s = settings(folder, args.iters, args.seed, args.device)
     torch.manual_seed(args.seed)
     model = new_model(spec)
     start = time.time()
-    result = train(model, s, window_batches(train_stream, spec.context, s.batch_size), device=args.device)
+    result = train(model, s, window_batches(train_stream, spec.context, s.batch_size), device=args.device,
+                   on_log=snapshot_saver(spec, model, folder, args.save_at) if args.save_at else None)
     wall = time.time() - start
     model = model.float().cpu()
     fp32_ppl = {split: perplexity(model, stream, spec.context) for split, stream in held_out.items()}

@@ -9,9 +9,11 @@
 #
 #   bash scripts/cpu_run.sh                                   # the default queues below
 #   QUEUE1="C --seeds 1" QUEUE2="D --seeds 1" bash scripts/cpu_run.sh
+#   PROFILE=cpu-next QUEUE1="A --seeds 0 1 2;D --seeds 0" QUEUE2="" bash scripts/cpu_run.sh
 #   bash scripts/cpu_run.sh --help
 set -u
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,12p' "$0" | cut -c3-; exit 0; fi
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,13p' "$0" | cut -c3-; exit 0; fi
+PROFILE=${PROFILE:-cpu}
 PY=${PY:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
 QUEUE1=${QUEUE1:-"C --seeds 0;D --seeds 1;C --seeds 2"}   # about equal work in each queue
 QUEUE2=${QUEUE2:-"D --seeds 0;C --seeds 1;D --seeds 2"}
@@ -24,8 +26,9 @@ run_queue() {  # run_queue LOGNAME "ARGS;ARGS;...": the runs one after the other
   local log=$LOGS/$1.log job
   IFS=';' read -ra jobs <<<"$2"
   for job in "${jobs[@]}"; do
+    [ -n "${job// /}" ] || continue  # an empty queue runs nothing (not every experiment)
     echo "$(date -u +%FT%TZ) start: $job" >>"$log"
-    "$PY" -m mingpt.experiments --profile cpu --no-progress $job >>"$log" 2>&1
+    "$PY" -m mingpt.experiments --profile "$PROFILE" --no-progress $job >>"$log" 2>&1
     local rc=$?
     echo "$(date -u +%FT%TZ) exit $rc: $job" >>"$log"
   done

@@ -59,11 +59,13 @@ def test_show_profile_prints_every_resolved_phase(capsys):
 
 def test_every_prefix_init_is_its_own_draw():
     """No prefix starts from another's vector: not C's ↗+1 from its ↗, not seed 1's ↗ from seed 0's ↘."""
+    for name, count in (("cpu", 1 + 4 * 4 + 6 + 1), ("cpu-next", 4 + 4 * 4 + (4 + 1 + 4) + 4)):  # A ↘, C H, D H
+        specs = profiles.profile(name)                                                             # searched
+        seeds = [s for seed in range(3) for name in "ABCD" for group, _ in specs[name].prefix_groups
+                 for s in experiments.prefix_seeds(specs[name], seed, group)]
+        assert len(seeds) == 3 * count
+        assert len(set(seeds)) == len(seeds)
     specs = profiles.profile("cpu")
-    seeds = [s for seed in range(3) for name in "ABCD" for group, _ in specs[name].prefix_groups
-             for s in experiments.prefix_seeds(specs[name], seed, group)]
-    assert len(seeds) == 3 * (1 + 4 * 4 + 6 + 1)
-    assert len(set(seeds)) == len(seeds)
     # the committed components record these seeds: the scheme must not drift (15 hex digits of a sha256)
     assert experiments.prefix_seeds(specs["C"], 0, ("sort_asc_add1",)) == (610394100888815990,)
     gpu_b = profiles.profile("gpu")["B"]  # committed with seeds seed + k, restart by restart
@@ -80,7 +82,7 @@ def test_a_prefix_retrains_when_its_init_seeds_change(tmp_path):
     runner.specs["A"] = replace(runner.specs["A"], prefix_init="consecutive")
     runner.run("A")
     manifest = _manifest(runner, "A")
-    assert manifest[key]["prefix_seeds"] == [0] != before["prefix_seeds"]
+    assert manifest[key]["prefix_seeds"] == [0, 1] != before["prefix_seeds"]  # quick A: a search over 2 inits
     assert manifest[key]["sha256"] != before["sha256"]
     unchanged = {k: e["sha256"] for k, e in manifest.items() if k != key}  # only the prefix trained again
     assert unchanged == {k: e["sha256"] for k, e in first.items() if k != key}

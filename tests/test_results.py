@@ -100,7 +100,7 @@ def _trained_with(entry: dict):
         group = tuple(entry["tasks"])
         phase = next((p for g, p in spec.prefix_groups if g == group), None)
         assert phase is not None, f"the {entry['profile']} profile's {entry['experiment']} trains no prefix group {group}"
-        return (phase, spec.prefix_restarts,
+        return (phase, spec.restarts(group),
                 list(experiments.prefix_seeds(spec, entry["seed"], group)))
     return next(l.phase for l in spec.loras if list(l.targets) == entry["targets"]), None, None
 

@@ -220,3 +220,82 @@ def test_training_time_adds_up_over_the_pieces_of_a_resumed_run(tmp_path):
     second = train(base_model(), TrainSettings(max_iters=41, **settings), get_batch)
     assert first.train_time_s > 0
     assert second.train_time_s > first.train_time_s
+
+
+def greedy_accuracy(model, prefix, x, y):
+    """A stand-in held-out metric: share of the last-4 targets the model's argmax gets right (no random state)."""
+    from mingpt.trainer import logits_of
+    with torch.no_grad():
+        logits = logits_of(model.eval(), x, prefix)
+    return ((logits[:, -4:].argmax(-1) == y[:, -4:]).float().mean() * 100).item()
+
+
+def test_evaluating_along_the_way_changes_no_training_and_survives_resumption(tmp_path):
+    """Fine-tuning with dropout: a run evaluated at steps 2 and 5 ends with the same weights as one never
+    evaluated, and a run resumed after step 3 keeps the step-2 evaluation and adds step 5's."""
+    data, (x, y) = [fixed_batches(0, 6)], fixed_batches(9, 1)[0]
+    settings = dict(method="finetune", batch_size=ROWS, learning_rate=1e-2, progress=False, seed=3, max_iters=6)
+    plain = base_model()
+    train(plain, TrainSettings(**settings), batch_fn(data))
+    watched = base_model()
+    evaluate = lambda result: [greedy_accuracy(watched, None, x, y)]
+    result = train(watched, TrainSettings(eval_steps=(2, 5), **settings), batch_fn(data), evaluate=evaluate)
+    assert [step for step, _ in result.evals] == [2, 5]
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), watched.state_dict().values()))
+
+    path = str(tmp_path / "run.pt")
+    first = base_model()
+    evaluate = lambda result: [greedy_accuracy(first, None, x, y)]
+    train(first, TrainSettings(eval_steps=(2, 5), checkpoint_path=path, stop_at=3, **settings), batch_fn(data),
+          evaluate=evaluate)
+    second = base_model()
+    get_batch = batch_fn(data)
+    for _ in range(3):
+        get_batch(None)
+    evaluate = lambda result: [greedy_accuracy(second, None, x, y)]
+    resumed = train(second, TrainSettings(eval_steps=(2, 5), checkpoint_path=path, **settings), get_batch,
+                    evaluate=evaluate)
+    assert resumed.evals == result.evals
+
+
+def test_stop_at_keeps_the_schedule_of_the_full_run(tmp_path):
+    """A run stopped at step 3 of a 6-step cosine schedule, then continued, equals the 6-step run: the
+    screening of a Search is the beginning of its full run."""
+    data = [fixed_batches(0, 6)]
+    settings = dict(n_prefixes=1, max_iters=6, lr_schedule="cosine", learning_rate=0.5, grad_clip=1.0, seed=4)
+    straight = train(base_model(), prefix_settings(**settings), batch_fn(data))
+    path = str(tmp_path / "screen.pt")
+    stopped = train(base_model(), prefix_settings(stop_at=3, checkpoint_path=path, **settings), batch_fn(data))
+    assert stopped.step == 3
+    get_batch = batch_fn(data)
+    for _ in range(3):
+        get_batch(None)
+    continued = train(base_model(), prefix_settings(checkpoint_path=path, **settings), get_batch)
+    assert torch.allclose(continued.prefixes, straight.prefixes, atol=1e-6)
+
+
+def test_continuing_one_prefix_of_a_batched_run_equals_training_it_alone(tmp_path):
+    """Screen 3 prefixes together for 3 steps, continue prefix 1 alone for 3 more: the same prefix as
+    training that init alone for 6 steps on the same data (its Adam moments and step were carried over)."""
+    steps, seeds = 6, (11, 12, 13)
+    data = [fixed_batches(k, steps) for k in range(3)]
+    common = dict(max_iters=steps, lr_schedule="cosine", learning_rate=0.5, grad_clip=1.0, seed=4)
+    alone = train(base_model(), prefix_settings(n_prefixes=1, prefix_seeds=(12,), **common), batch_fn([data[1]]))
+    path = tmp_path / "screen.pt"
+    train(base_model(), prefix_settings(n_prefixes=3, prefix_seeds=seeds, stop_at=3, checkpoint_path=str(path),
+                                        **common), batch_fn(data))
+    get_batch = batch_fn([data[1]])
+    for _ in range(3):
+        get_batch(None)
+    continued = train(base_model(), prefix_settings(n_prefixes=1, prefix_seeds=(12,), resume_from=str(path),
+                                                    resume_prefix=1, checkpoint_path=str(tmp_path / "c.pt"), **common),
+                      get_batch)
+    assert continued.step == steps and [s for s, _ in continued.losses] == list(range(1, steps + 1))
+    assert torch.allclose(continued.prefixes[0], alone.prefixes[0], atol=1e-5)
+    assert continued.losses[-1][1][0] == pytest.approx(alone.losses[-1][1][0], abs=1e-5)
+    with pytest.raises(ValueError, match="holds 3 prefixes; resume_prefix=3"):
+        train(base_model(), prefix_settings(n_prefixes=1, resume_from=str(path), resume_prefix=3,
+                                            checkpoint_path=str(tmp_path / "d.pt"), **common), get_batch)
+    with pytest.raises(ValueError, match="learning_rate"):
+        train(base_model(), prefix_settings(n_prefixes=1, resume_from=str(path), checkpoint_path=str(tmp_path / "e.pt"),
+                                            **{**common, "learning_rate": 0.1}), get_batch)

@@ -33,7 +33,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -42,7 +42,7 @@ import torch
 from . import checkpoint, tasks
 from .lora import add_lora, load_lora, lora_parameters
 from .model import GPT
-from .profiles import EXPERIMENTS, PROFILES, Experiment, LoRASpec, Phase, describe, profile
+from .profiles import EXPERIMENTS, PROFILES, Experiment, LoRASpec, Phase, Search, curve_steps, describe, profile
 from .trainer import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,10 +64,6 @@ class Paths:
     @property
     def results(self) -> Path:
         return self.root / "results" / "section5" / self.profile
-
-    @property
-    def scratch(self) -> Path:  # resumable training state, never committed
-        return self.root / "runs" / self.profile
 
     def component(self, experiment: str, seed: int, name: str) -> Path:
         return self.checkpoints / experiment / f"seed{seed}" / f"{name}.pt"
@@ -105,11 +101,11 @@ class BatchStream:
             self.queue.extend(zip(x.chunk(BATCHES_PER_DRAW), y.chunk(BATCHES_PER_DRAW)))
         return self.queue.pop(0)
 
-    def state_dict(self) -> dict:
-        return {"queue": [(x.cpu(), y.cpu()) for x, y in self.queue]}
+    def state_dict(self) -> dict:  # tokens and targets fit int8: the state is committed mid-run (Runner._scratch)
+        return {"queue": [(x.to(torch.int8).cpu(), y.to(torch.int8).cpu()) for x, y in self.queue]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.queue = [(x.to(self.device), y.to(self.device)) for x, y in state["queue"]]
+        self.queue = [(x.long().to(self.device), y.long().to(self.device)) for x, y in state["queue"]]
 
 
 def default_device() -> str:
@@ -143,7 +139,8 @@ class Store:
 
     # what a component was trained with; model_config: a pretrained model's shape; base_sha256: the stored
     # pretrained model a component was trained from
-    SPEC_FIELDS = ("method", "model_config", "phase", "tasks", "restarts", "prefix_seeds", "targets", "base_sha256")
+    SPEC_FIELDS = ("method", "model_config", "phase", "tasks", "restarts", "prefix_seeds", "targets", "base_sha256",
+                   "search", "curve_points")
 
     def entry(self, path: Path) -> Optional[dict]:
         """The manifest entry of a stored component, or None."""
@@ -163,8 +160,11 @@ class Store:
         return checkpoint.read(path, expected_sha256=entry["sha256"])
 
     def save(self, path: Path, obj: dict, meta: dict) -> None:
+        """Store a trained component and its manifest entry; its training states (Runner._scratch) go."""
         self.trained = True
         checkpoint.atomic_save(obj, path)
+        for state in training_states(path):
+            state.unlink()
         self._update(path, {"command": self.command, "hardware": hardware(self.device), **meta,
                             "sha256": checkpoint.sha256(path), "bytes": path.stat().st_size})
 
@@ -191,6 +191,8 @@ class Outcome:
     finetuned: Dict[str, GPT] = field(default_factory=dict)
     prefixes: Dict[str, torch.Tensor] = field(default_factory=dict)       # task -> (n_layer, n_S, C)
     prefix_loss_curves: Dict[str, list] = field(default_factory=dict)    # task -> [(step, loss)]
+    curves: Dict[str, list] = field(default_factory=dict)                # row -> [[samples, accuracy]]
+    searches: Dict[str, list] = field(default_factory=dict)              # row -> every screened run (Search)
     loras: Dict[str, GPT] = field(default_factory=dict)
     accuracy: Dict[str, Dict[str, float]] = field(default_factory=dict)  # row -> task -> percent
     param_counts: Dict[str, int] = field(default_factory=dict)
@@ -208,6 +210,8 @@ class Runner:
         self.paths = Paths(Path(root) if root else default_root(), profile_name)
         self.store = Store(self.paths.root, self.device, retrain, command)
         self.progress = progress
+        self.finetune_curves: Dict[str, list] = {}   # task -> curve of the fine-tuning trained or loaded now
+        self.lora_curves: Dict[str, Optional[list]] = {}
 
     # -- components --
 
@@ -259,21 +263,30 @@ class Runner:
         meta = self._meta(spec, seed, "finetune", spec.finetune, tasks=[task])
         stored = self.store.load(path, meta)
         if stored is not None:
+            self.finetune_curves[task] = self.store.entry(path).get("curve")
             return checkpoint.load_model_from(stored, config, path).to(self.device)
         model = GPT(config).to(self.device)
         model.load_state_dict(base.state_dict())
-        settings = self.train_settings(spec.finetune, "finetune", seed, self._scratch(path, meta))
-        _, seconds = self._train(model, settings, self.task_batches((task,), spec.finetune.batch_size, spec.prefix_len))
+        settings = self.train_settings(spec.finetune, "finetune", seed, self._scratch(path, meta),
+                                       eval_steps=curve_steps(spec.finetune.iters, spec.curve_points))
+        result, seconds = self._train(model, settings, self.task_batches((task,), spec.finetune.batch_size, spec.prefix_len),
+                                      evaluate=lambda _: [self._accuracy(spec, model, task)])
         model.eval()
         self.store.trained = True
+        self.finetune_curves[task] = curve_of(result, spec.finetune.batch_size)
         if spec.save_finetuned:  # evaluate what is committed: the half-precision copy
-            self.store.save(path, checkpoint.model_state(model, half=True), {**meta, "train_time_s": seconds})
+            curve = {"curve": self.finetune_curves[task]} if spec.curve_points else {}
+            self.store.save(path, checkpoint.model_state(model, half=True), {**meta, "train_time_s": seconds, **curve})
             return checkpoint.load_model_from(checkpoint.read(path), config, path).to(self.device)
         return model
 
-    def prefixes(self, spec: Experiment, seed: int, base: GPT, group: Tuple[str, ...], phase: Phase
-                 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, list]]:
-        """Trained prefixes of a group of tasks, and each one's training-loss curve [(step, loss)]."""
+    def prefixes(self, spec: Experiment, seed: int, base: GPT, group: Tuple[str, ...], phase: Phase) -> dict:
+        """The stored record of a group of trained prefixes: {"prefixes": {task: prefix}, "loss_curves":
+        {task: [(step, loss)]}, and with the profile's learning curves "curves": {task: [[samples, accuracy]]};
+        a searched prefix's record also has "search", every screened run}."""
+        search = spec.search(group[0]) if len(group) == 1 else None
+        if search is not None:
+            return self.searched_prefix(spec, seed, base, search, phase)
         name = "prefixes_" + "_".join(group)
         path = self.paths.component(spec.name, seed, name)
         restarts, seeds = spec.prefix_restarts, prefix_seeds(spec, seed, group)
@@ -281,18 +294,72 @@ class Runner:
         stored = self.store.load(path, meta)
         if stored is None:
             settings = self.train_settings(phase, "prefix", seed, self._scratch(path, meta), n_prefixes=len(seeds),
-                                           prefix_len=spec.prefix_len, prefix_seeds=seeds)
-            result, seconds = self._train(base, settings, self.task_batches(group * restarts, phase.batch_size, 0))
+                                           prefix_len=spec.prefix_len, prefix_seeds=seeds,
+                                           eval_steps=curve_steps(phase.iters, spec.curve_points))
+            every_task = group * restarts
+            evaluate = lambda result: [self._accuracy(spec, base, t, p) for t, p in zip(every_task, result.prefixes.detach())]
+            result, seconds = self._train(base, settings, self.task_batches(every_task, phase.batch_size, 0), evaluate)
             # final training loss of each (restart, task): mean of the last five logged losses
             final = torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0).view(restarts, len(group))
             best = final.argmin(0)
             trained = result.prefixes.detach().cpu().view(restarts, len(group), *result.prefixes.shape[1:])
-            curve = lambda i: [(step, losses[best[i] * len(group) + i]) for step, losses in result.losses]
+            kept = lambda i: int(best[i]) * len(group) + i   # index of task i's kept prefix among every_task
             stored = {"prefixes": {t: trained[best[i], i] for i, t in enumerate(group)},
                       "final_loss_per_restart": {t: final[:, i].tolist() for i, t in enumerate(group)},
-                      "loss_curves": {t: curve(i) for i, t in enumerate(group)}}
+                      "loss_curves": {t: column(result.losses, kept(i)) for i, t in enumerate(group)}}
+            if spec.curve_points:
+                stored["curves"] = {t: curve_of(result, phase.batch_size, kept(i)) for i, t in enumerate(group)}
             self.store.save(path, stored, {**meta, "train_time_s": seconds})
-        return {t: p.to(self.device) for t, p in stored["prefixes"].items()}, _loss_curves(stored, group)
+        return {**stored, "loss_curves": _loss_curves(stored, group)}
+
+    def searched_prefix(self, spec: Experiment, seed: int, base: GPT, search: Search, phase: Phase) -> dict:
+        """A negative prefix at its best chance (profiles.Search): every (learning rate, init) screened under
+        the full phase's schedule, the best continued alone to the full budget."""
+        task = search.task
+        path = self.paths.component(spec.name, seed, f"prefixes_{task}")
+        inits = prefix_seeds(spec, seed, (task,))
+        lrs = search.lrs(phase, seed)
+        meta = self._meta(spec, seed, "prefix", phase, tasks=[task], restarts=search.restarts,
+                          prefix_seeds=list(inits),
+                          search=json.loads(json.dumps({**asdict(search), "lrs_screened": lrs})))  # as the manifest holds it
+        stored = self.store.load(path, meta)
+        if stored is not None:
+            return stored
+        screen_iters = search.screen_iters(phase)
+        eval_steps = tuple(sorted(set(curve_steps(phase.iters, spec.curve_points)) | {screen_iters}))
+        evaluate = lambda result: [self._accuracy(spec, base, task, p) for p in result.prefixes.detach()]
+        runs, results, seconds = [], {}, 0.0
+        for lr in lrs:  # the phase's lr with every init, each other lr with the first
+            seeds = inits if lr == phase.lr else inits[:1]
+            state = self._scratch(path, meta, f"screen_lr{lr:g}")
+            settings = self.train_settings(replace(phase, lr=lr), "prefix", seed, state, n_prefixes=len(seeds),
+                                           prefix_len=spec.prefix_len, prefix_seeds=seeds, stop_at=screen_iters,
+                                           eval_steps=eval_steps)
+            results[lr], run_seconds = self._train(base, settings, self.task_batches((task,) * len(seeds),
+                                                                                     phase.batch_size, 0), evaluate)
+            seconds += run_seconds
+            final_loss = torch.tensor([losses for _, losses in results[lr].losses[-5:]]).mean(0)
+            runs += [{"lr": lr, "restart": k, "init_seed": init, "screen_samples": screen_iters * phase.batch_size,
+                      "screen_accuracy": results[lr].evals[-1][1][k], "screen_loss": float(final_loss[k]),
+                      "curve": curve_of(results[lr], phase.batch_size, k), "state": str(state)}
+                     for k, init in enumerate(seeds)]
+        best = max(runs, key=lambda run: (run["screen_accuracy"], -run["screen_loss"]))
+        result = results[best["lr"]]
+        prefix, losses, curve = result.prefixes[best["restart"]], column(result.losses, best["restart"]), best["curve"]
+        if screen_iters < phase.iters:  # the best run goes on alone to the full budget
+            settings = self.train_settings(replace(phase, lr=best["lr"]), "prefix", seed,
+                                           self._scratch(path, meta, "continued"), prefix_len=spec.prefix_len,
+                                           prefix_seeds=(best["init_seed"],), eval_steps=eval_steps,
+                                           resume_from=best["state"], resume_prefix=best["restart"])
+            continued, _ = self._train(base, settings, self.task_batches((task,), phase.batch_size, 0), evaluate)
+            seconds += continued.train_time_s - result.train_time_s  # it started from the screen's clock
+            prefix, losses, curve = continued.prefixes[0], column(continued.losses, 0), curve_of(continued, phase.batch_size)
+        for run in runs:
+            del run["state"]
+        stored = {"prefixes": {task: prefix.detach().cpu()}, "loss_curves": {task: losses}, "curves": {task: curve},
+                  "search": {task: runs}, "chosen": {task: {k: best[k] for k in ("lr", "restart", "init_seed")}}}
+        self.store.save(path, stored, {**meta, "train_time_s": round(seconds, 1)})
+        return stored
 
     def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> GPT:
         path = self.paths.component(spec.name, seed, lora.name)
@@ -302,31 +369,48 @@ class Runner:
         stored = self.store.load(path, meta)
         if stored is None:
             settings = self.train_settings(lora.phase, "lora", seed, self._scratch(path, meta),
-                                      lora_rank=1, lora_targets=lora.targets)
-            _, seconds = self._train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size,
-                                                                        placeholders_of(base)))
-            self.store.save(path, {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}},
-                            {**meta, "train_time_s": seconds})
+                                           lora_rank=1, lora_targets=lora.targets,
+                                           eval_steps=curve_steps(lora.phase.iters, spec.curve_points))
+            result, seconds = self._train(model, settings, self.task_batches((lora.task,), lora.phase.batch_size,
+                                                                             placeholders_of(base)),
+                                          evaluate=lambda _: [self._accuracy(spec, model, lora.task)])
+            stored = {"lora": {k: v.detach().cpu() for k, v in lora_parameters(model).items()}}
+            if spec.curve_points:
+                stored["curve"] = curve_of(result, lora.phase.batch_size)
+            self.store.save(path, stored, {**meta, "train_time_s": seconds})
         else:
             add_lora(model, rank=1, targets=lora.targets)
             load_lora(model, stored["lora"], str(path))
+        self.lora_curves[lora.name] = stored.get("curve")
         return model.eval()
 
-    def _train(self, model: GPT, settings: TrainSettings, get_batch):
+    def _train(self, model: GPT, settings: TrainSettings, get_batch, evaluate=None):
         """Train; return the trainer's result and its training seconds (summed over a resumed run's pieces)."""
-        result = train(model, settings, get_batch, self.device)
+        result = train(model, settings, get_batch, self.device, evaluate=evaluate if settings.eval_steps else None)
         return result, round(result.train_time_s, 1)
 
-    def _scratch(self, path: Path, meta: dict) -> Path:
-        """Resumable training state of the component at `path`, one file per set of training settings
-        (Store.SPEC_FIELDS): an interrupted run resumes, a changed profile or base model starts afresh."""
+    @staticmethod
+    def _accuracy(spec: Experiment, model: GPT, task: str, prefix: Optional[torch.Tensor] = None) -> float:
+        """Held-out accuracy (percent) on one task, on the experiment's evaluation inputs: a curve's point."""
+        return accuracies(model, (task,), prefix, spec.eval_samples)[task]
+
+    def _scratch(self, path: Path, meta: dict, run: str = "") -> Path:
+        """Resumable training state of the component at `path` (its `run`, for a component trained in
+        several runs), one file per set of training settings (Store.SPEC_FIELDS): an interrupted run resumes,
+        a changed profile or base model starts afresh. A prefix's or LoRA's state is small and sits beside
+        the checkpoints, in `training/`, so that a queue stopped mid-run resumes from what is committed
+        (storing the component deletes it); a whole model's stays under `<root>/runs/`, never committed."""
         settings = json.dumps({f: meta.get(f) for f in Store.SPEC_FIELDS}, sort_keys=True)
-        digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
-        return self.paths.scratch / path.relative_to(self.paths.checkpoints).with_suffix(f".{digest}.train.pt")
+        name = f"{path.stem}.{hashlib.sha256(settings.encode()).hexdigest()[:12]}{'.' + run if run else ''}.train.pt"
+        if meta["method"] in ("prefix", "lora"):
+            return path.parent / "training" / name
+        return self.paths.root / "runs" / self.profile / path.parent.relative_to(self.paths.checkpoints) / name
 
     def _meta(self, spec, seed, method, phase: Phase, **extra) -> dict:
         meta = {"profile": self.profile, "experiment": spec.name, "seed": seed, "method": method,
                 "phase": asdict(phase), "iters": phase.iters, **extra}
+        if spec.curve_points and method != "pretrain":
+            meta["curve_points"] = spec.curve_points
         if method != "pretrain":  # trained from this seed's stored pretrained model: retrain if it changes
             meta["base_sha256"] = self._pretrained_sha256(spec, seed)
         return meta
@@ -339,6 +423,7 @@ class Runner:
             raise ValueError(f"unknown experiment {name!r}; choose from {EXPERIMENTS}")
         spec, start = self.specs[name], time.time()
         self.store.trained = False
+        self.finetune_curves, self.lora_curves = {}, {}
         out = Outcome(spec, seed, self.pretrained(spec, seed))
         recorded = self._recorded(spec, seed)
         for task in spec.finetune_tasks:
@@ -346,11 +431,18 @@ class Runner:
             if model is not None:
                 out.finetuned[task] = model
         for group, phase in spec.prefix_groups:
-            prefixes, curves = self.prefixes(spec, seed, out.pretrained, group, phase)
-            out.prefixes.update(prefixes)
-            out.prefix_loss_curves.update(curves)
+            stored = self.prefixes(spec, seed, out.pretrained, group, phase)
+            out.prefixes.update({t: p.to(self.device) for t, p in stored["prefixes"].items()})
+            out.prefix_loss_curves.update(stored["loss_curves"])
+            out.curves.update({f"prefix_{t}": c for t, c in stored.get("curves", {}).items()})
+            out.searches.update({f"prefix_{t}": runs for t, runs in stored.get("search", {}).items()})
         for lora in spec.loras:
             out.loras[lora.name] = self.lora(spec, seed, out.pretrained, lora)
+        for task in spec.finetune_tasks:  # trained now, stored, or recorded with its accuracy
+            curve = self.finetune_curves.get(task) or recorded.get("curves", {}).get(f"finetuned_{task}")
+            if curve:
+                out.curves[f"finetuned_{task}"] = curve
+        out.curves.update({name: curve for name, curve in self.lora_curves.items() if curve})
         self._evaluate(out, recorded)
         self._record_metrics(out)
         out.wall_time_s = time.time() - start
@@ -407,8 +499,11 @@ class Runner:
         return entry if entry.get("trained_from") == self._trained_from(spec, seed) else {}
 
     def _trained_from(self, spec: Experiment, seed: int) -> dict:
-        return {"base_sha256": self._pretrained_sha256(spec, seed),
-                "finetune_phase": asdict(spec.finetune) if spec.finetune else None}
+        trained_from = {"base_sha256": self._pretrained_sha256(spec, seed),
+                        "finetune_phase": asdict(spec.finetune) if spec.finetune else None}
+        if spec.curve_points:  # a record without learning curves trains again
+            trained_from["curve_points"] = spec.curve_points
+        return trained_from
 
     def _pretrained_sha256(self, spec: Experiment, seed: int) -> str:
         return self.store.entry(self.paths.component(spec.name, seed, "pretrained"))["sha256"]
@@ -426,6 +521,8 @@ class Runner:
                 "trained_from": self._trained_from(out.spec, out.seed),
                 "param_counts": out.param_counts,
                 "accuracy": out.accuracy,
+                **({"curves": out.curves} if out.curves else {}),
+                **({"search": out.searches} if out.searches else {}),
             }
             data["seeds"] = dict(sorted(data["seeds"].items(), key=lambda item: int(item[0])))
             path.write_text(json.dumps(data, indent=1) + "\n")
@@ -433,11 +530,13 @@ class Runner:
 
 def prefix_seeds(spec: Experiment, seed: int, group: Tuple[str, ...]) -> Tuple[int, ...]:
     """The init seed of each prefix trained for `group`, in training order (restart by restart, each of
-    the group's tasks): "independent" gives every (experiment, seed, task, restart) its own draw;
-    "consecutive" is seed + k, how the gpu profile's committed A, B and D prefixes were drawn."""
+    the group's tasks; spec.restarts(group) restarts): "independent" gives every (experiment, seed, task,
+    restart) its own draw; "consecutive" is seed + k, how the gpu profile's committed A, B and D prefixes
+    were drawn."""
+    restarts = spec.restarts(group)
     if spec.prefix_init == "consecutive":
-        return tuple(seed + k for k in range(len(group) * spec.prefix_restarts))
-    names = [f"{spec.name}/seed{seed}/{task}/restart{r}" for r in range(spec.prefix_restarts) for task in group]
+        return tuple(seed + k for k in range(len(group) * restarts))
+    names = [f"{spec.name}/seed{seed}/{task}/restart{r}" for r in range(restarts) for task in group]
     return tuple(int(hashlib.sha256(name.encode()).hexdigest()[:15], 16) for name in names)
 
 
@@ -455,6 +554,22 @@ def _loss_curves(stored: dict, group: Tuple[str, ...]) -> Dict[str, list]:
     if not log or len(log[0][1]) != len(group):  # several restarts per task: no way to tell which was kept
         return {}
     return {t: [(step, losses[i]) for step, losses in log] for i, t in enumerate(group)}
+
+
+def column(log: list, k: int) -> list:
+    """[(step, value k)] of a log [(step, [value per prefix])]."""
+    return [(step, values[k]) for step, values in log]
+
+
+def curve_of(result, samples_per_step: int, k: int = 0) -> list:
+    """The learning curve [[samples, held-out accuracy]] of prefix (or run) k from the trainer's evals."""
+    return [[step * samples_per_step, round(values[k], 4)] for step, values in result.evals]
+
+
+def training_states(path: Path) -> List[Path]:
+    """The training states (Runner._scratch) of the component stored at `path`."""
+    folder = path.parent / "training"
+    return sorted(folder.glob(f"{path.stem}.*.train.pt")) if folder.exists() else []
 
 
 def placeholders_of(model: GPT) -> int:

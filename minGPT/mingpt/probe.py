@@ -71,7 +71,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
 
     if method == "prefix":  # the phase of the experiment's prefix for the task (else its last), and its init
         group, template = next(((g, p) for g, p in spec.prefix_groups if task in g), spec.prefix_groups[-1])
-        seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1), seed, group)
+        seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1, searches=()), seed, group)
         init = seeds[restart * len(group) + group.index(task)] if task in group else seed + restart
         component = dict(n_prefixes=1, prefix_len=spec.prefix_len, prefix_seeds=(init,))
     else:

@@ -15,7 +15,7 @@ from . import tasks
 from .model import GPTConfig
 
 EXPERIMENTS = ("A", "B", "C", "D")
-PROFILES = ("paper", "gpu", "cpu", "quick")
+PROFILES = ("paper", "gpu", "cpu", "cpu-next", "quick")
 PREFIX_INITS = ("independent", "consecutive")
 
 
@@ -55,6 +55,25 @@ class LoRASpec:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A negative prefix at its best chance. `restarts` inits at the phase's learning rate, and on seed 0 the
+    first init at each of `sweep_lrs` too, train under the full phase's schedule up to `screen_samples`
+    (or the full budget, when smaller); the run with the best held-out accuracy there (then the lowest
+    training loss) continues alone to the phase's full budget. The reported prefix is that run."""
+    task: str
+    restarts: int = 4
+    screen_samples: int = 1_000_000
+    sweep_lrs: Tuple[float, ...] = ()    # seed 0 only
+
+    def screen_iters(self, phase: Phase) -> int:
+        return min(math.ceil(self.screen_samples / phase.batch_size), phase.iters)
+
+    def lrs(self, phase: Phase, seed: int) -> Tuple[float, ...]:
+        """The learning rates screened for `seed`: the phase's first (with every init), then the sweep's."""
+        return (phase.lr,) + (self.sweep_lrs if seed == 0 else ())
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     model: ModelSpec
@@ -71,10 +90,35 @@ class Experiment:
     prefix_restarts: int = 1                       # >1: train that many inits per task, keep the lowest loss
     prefix_init: str = "independent"               # how prefix inits are seeded: see experiments.prefix_seeds
     eval_samples: int = 3200
+    searches: Tuple[Search, ...] = ()              # negative prefixes searched for their best run (Search)
+    curve_points: int = 0                          # >0: held-out accuracy at this many log-spaced points of
+                                                   # every trained component's run (learning curves)
 
     def __post_init__(self):
         if self.prefix_init not in PREFIX_INITS:
             raise ValueError(f"unknown prefix_init {self.prefix_init!r}; choose from {PREFIX_INITS}")
+        single = {group[0] for group, _ in self.prefix_groups if len(group) == 1}
+        unsearchable = [s.task for s in self.searches if s.task not in single]
+        if unsearchable:
+            raise ValueError(f"experiment {self.name}: searched prefixes {unsearchable} must each train in a group "
+                             "of their own (prefix_groups)")
+
+    def search(self, task: str) -> Optional[Search]:
+        return next((s for s in self.searches if s.task == task), None)
+
+    def restarts(self, group: Tuple[str, ...]) -> int:
+        """Inits per task of a prefix group: its Search's restarts for a searched prefix, else prefix_restarts."""
+        search = self.search(group[0]) if len(group) == 1 else None
+        return search.restarts if search else self.prefix_restarts
+
+
+def curve_steps(iters: int, points: int) -> Tuple[int, ...]:
+    """`points` steps log-spaced from iters/256 to iters (fewer when the run is too short to tell them apart)."""
+    if points <= 0:
+        return ()
+    first = max(1.0, iters / 256)
+    steps = {round(first * (iters / first) ** (i / max(1, points - 1))) for i in range(points)}
+    return tuple(sorted(steps | {iters}))
 
 
 MIX, SORT, SORT_DESC, HIST = tasks.PRETRAIN_TASKS, ("sort_asc",), ("sort_desc",), ("double_hist",)
@@ -196,12 +240,57 @@ def cpu_profile() -> Dict[str, Experiment]:
     }
 
 
+def cpu_next_profile() -> Dict[str, Experiment]:
+    """The cpu profile with every negative prefix at its best chance (issue #26), being trained: it replaces
+    `cpu` once seeds 0-2 of A-D are committed. Until then its runs are stored under `cpu-next`.
+
+    2-core budgets: far fewer samples; B at width 128, C and D at 4 layers of width 96.
+
+    Every prefix trains in 64-row steps at lr 1e-2 with cosine decay. B pretrains on 1.2M samples (its four
+    tasks each need about as many as A's one: with 300k its ↗ / ↘ prefixes reached 70 / 59 %) and gets 4
+    initialisations per prefix, as in the gpu profile. C and D need depth and width (results/probes): on 2
+    layers of width 64 the ↗+1 prefix plateaus near 28 %, on 4 it reached 38.62 % after 2.5M samples and the
+    rank-1 LoRA 80.59 % on H; on 4 layers of width 96, ↗+1 reaches 52.3 % after 250k samples and 60.22 %
+    after 1M, the LoRA 95.28 % after 1M. D's LoRA gets 3M samples at a peak lr of 2e-3: at 5e-3 seed 2's
+    stalled (60.16 % after 1M, 5.59 % after 2M; 6.38 % after 1M at 1e-2), at 2e-3 it kept climbing (72.03 %
+    after 1M, 84.25 % after 2M; seed 1 87.34 % after 2M).
+    The negative prefixes get at least their rival's samples and a search (issue #26): A's ↘ prefix 150k
+    (the fine-tuning's), C's H prefix 1M (the ↗+1 prefix's), D's H prefix 3M (the LoRA's); each is screened
+    with 4 inits, and on seed 0 also at lr 3e-3 and 3e-2, at 1M samples (A: its full 150k), and the best
+    run continues to the full budget. Every trained component records its accuracy at 12 log-spaced points.
+    At width d and L layers the parameter counts match as in the paper: an n_S = 12 prefix and a rank-1 LoRA
+    of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
+    """
+    width_128, four_layers = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(4, 4, 96)
+    search = lambda task: (Search(task, restarts=4, screen_samples=1_000_000, sweep_lrs=(3e-3, 3e-2)),)
+    searched = lambda experiment, task: replace(experiment, searches=search(task), curve_points=12)
+    return {
+        "A": searched(experiment_a(TINY, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
+                                   finetune=Phase(150_000, 256, 1e-3, "cosine", 50),
+                                   prefix=Phase(150_000, 64, 1e-2, "cosine", 20)), "sort_desc"),
+        "B": replace(experiment_b(width_128, pretrain=Phase(1_200_000, 256, 2e-3, "cosine", 100),
+                                  prefix=Phase(64_000, 64, 1e-2, "cosine", 20), restarts=4), curve_points=12),
+        "C": searched(experiment_c(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
+                                   finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
+                                   prefix_mix=Phase(100_000, 64, 1e-2, "cosine", 20),
+                                   prefix_new=Phase(1_000_000, 64, 1e-2, "cosine", 20),
+                                   prefix_hist=Phase(1_000_000, 64, 1e-2, "cosine", 20),
+                                   lora=Phase(400_000, 64, 5e-3, "cosine", 20)), "double_hist"),
+        "D": searched(experiment_d(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
+                                   prefix=Phase(3_000_000, 64, 1e-2, "cosine", 20),
+                                   lora=Phase(3_000_000, 64, 2e-3, "cosine", 20)), "double_hist"),
+    }
+
+
 def quick_profile() -> Dict[str, Experiment]:
     """8 steps of 16 rows for every phase, on 1-layer width-32 models: checks that the pipeline runs."""
     small, small_no_norm = ModelSpec(1, 2, 32), ModelSpec(1, 2, 32, attn_layernorm=False)
     steps = lambda lr: Phase(128, 16, lr, "cosine")
+    a = experiment_a(small, pretrain=steps(2e-3), finetune=steps(1e-3), prefix=Phase(256, 16, 1e-2, "cosine"),
+                     eval_samples=64)
     return {
-        "A": experiment_a(small, pretrain=steps(2e-3), finetune=steps(1e-3), prefix=steps(1e-2), eval_samples=64),
+        "A": replace(a, searches=(Search("sort_desc", restarts=2, screen_samples=128, sweep_lrs=(3e-2,)),),
+                     curve_points=4),
         "B": experiment_b(small_no_norm, pretrain=steps(2e-3), prefix=steps(1e-2), restarts=4, eval_samples=64),
         "C": experiment_c(small, pretrain=steps(1.5e-3), finetune=steps(1e-3), prefix_mix=steps(1e-2),
                           prefix_new=steps(1e-2), lora=steps(5e-3), eval_samples=64),
@@ -210,7 +299,8 @@ def quick_profile() -> Dict[str, Experiment]:
 
 
 def profile(name: str) -> Dict[str, Experiment]:
-    tables = {"paper": paper_profile, "gpu": gpu_profile, "cpu": cpu_profile, "quick": quick_profile}
+    tables = {"paper": paper_profile, "gpu": gpu_profile, "cpu": cpu_profile, "cpu-next": cpu_next_profile,
+              "quick": quick_profile}
     if name not in tables:
         raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")
     return tables[name]()
@@ -234,6 +324,14 @@ def describe(name: str) -> str:
             restarts = f" ×{spec.prefix_restarts} inits" if spec.prefix_restarts > 1 else ""
             restarts += ", inits seeded seed + k" if spec.prefix_init == "consecutive" else ""
             out.append(line(f"prefixes {symbols(group)}{restarts}", phase))
+            search = spec.search(group[0]) if len(group) == 1 else None
+            if search:
+                sweep = f"; seed 0 also lr {', '.join(f'{lr:g}' for lr in search.sweep_lrs)} (first init)" \
+                    if search.sweep_lrs else ""
+                out.append(f"    searched: {search.restarts} inits screened at "
+                           f"{search.screen_iters(phase) * phase.batch_size:,} samples{sweep}; the best continues")
         for lora in spec.loras:
             out.append(line(f"rank-1 LoRA {'+'.join(lora.targets)} on {tasks.TASK_SYMBOLS[lora.task]}", lora.phase))
+        if spec.curve_points:
+            out.append(f"  learning curves: held-out accuracy at {spec.curve_points} log-spaced points of each run")
     return "\n".join(out)

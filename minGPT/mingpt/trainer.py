@@ -60,6 +60,10 @@ class TrainSettings:
     lora_rank: int = 1
     lora_targets: Tuple[str, ...] = ("mlp",)
     seed: int = 0
+    stop_at: int = 0                     # >0: stop after this step; the schedule still spans max_iters
+    eval_steps: Tuple[int, ...] = ()     # steps after which train()'s `evaluate` runs (learning curves)
+    resume_from: Optional[str] = None    # prefix: a checkpoint of several prefixes to continue one of ...
+    resume_prefix: int = 0               # ... this one, when checkpoint_path does not exist yet
     autocast_bf16: bool = False          # bfloat16 autocast (GPU); fp32 otherwise
     checkpoint_path: Optional[str] = None
     checkpoint_every: int = 1000
@@ -71,6 +75,8 @@ class TrainSettings:
             raise ValueError(f"unknown training method {self.method!r}; choose from {METHODS}")
         if self.lr_schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose 'constant', 'cosine' or 'step'")
+        if self.resume_from and (self.method != "prefix" or self.n_prefixes != 1):
+            raise ValueError("resume_from continues one prefix of a prefix run: set method='prefix', n_prefixes=1")
         if self.prefix_seeds and len(self.prefix_seeds) != self.n_prefixes:
             raise ValueError(f"{len(self.prefix_seeds)} prefix_seeds for n_prefixes={self.n_prefixes}; give one per prefix")
 
@@ -88,6 +94,7 @@ class TrainResult:
     prefixes: Optional[torch.Tensor] = None                                # (n_prefixes, *prefix_shape)
     step: int = 0
     train_time_s: float = 0.0  # wall seconds of the steps taken, summed over the pieces of a resumed run
+    evals: List[Tuple[int, List[float]]] = field(default_factory=list)   # (step, evaluate(result)) per eval step
 
 
 def logits_of(model: nn.Module, x: torch.Tensor, prefix: Optional[torch.Tensor] = None,
@@ -98,11 +105,15 @@ def logits_of(model: nn.Module, x: torch.Tensor, prefix: Optional[torch.Tensor] 
 
 
 def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device="cpu",
-          on_log: Optional[Callable[[TrainResult], None]] = None) -> TrainResult:
+          on_log: Optional[Callable[[TrainResult], None]] = None,
+          evaluate: Optional[Callable[[TrainResult], List[float]]] = None) -> TrainResult:
     """Train `model` (in place; LoRA adapters are added to it) and return losses and prefixes.
 
     on_log(result), if given, runs every `log_every` steps after the loss is logged (result.prefixes
     holds the live prefixes; LoRA adapters live in `model`), e.g. to evaluate along the way.
+    evaluate(result), if given, runs after each of `eval_steps` and its values (e.g. one held-out
+    accuracy per prefix) go to result.evals, which is checkpointed with the run: a learning curve that
+    survives resumption. It must not draw from torch's global random state.
     """
     s = settings
     torch.manual_seed(s.seed)
@@ -113,9 +124,10 @@ def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device=
     result = TrainResult(prefixes=prefixes)
     _resume(model, s, optimizer, data_rng, result, get_batch)
 
+    stop = min(s.stop_at or s.max_iters, s.max_iters)
     rows_per_prefix = torch.arange(s.n_prefixes, device=device).repeat_interleave(s.batch_size)
     start, earlier = time.perf_counter(), result.train_time_s
-    bar = tqdm(range(result.step, s.max_iters), initial=result.step, total=s.max_iters,
+    bar = tqdm(range(result.step, stop), initial=result.step, total=stop,
                desc=f"{s.method}", disable=not s.progress, mininterval=1.0)
     for step in bar:
         for group in optimizer.param_groups:
@@ -135,14 +147,18 @@ def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device=
         optimizer.step()
 
         done = step + 1
-        logged = done % s.log_every == 0 or done == s.max_iters
+        logged = done % s.log_every == 0 or done == stop
         if logged:
             result.losses.append((done, loss_per_prefix.detach().float().cpu().tolist()))
             bar.set_postfix(loss=f"{loss_per_prefix.mean().item():.4f}")
         result.step, result.train_time_s = done, earlier + time.perf_counter() - start
         if logged and on_log is not None:
             on_log(result)
-        if s.checkpoint_path and (done % s.checkpoint_every == 0 or done == s.max_iters):
+        if evaluate is not None and done in s.eval_steps:
+            mode = model.training
+            result.evals.append((done, [float(v) for v in evaluate(result)]))
+            model.train(mode)  # an evaluation that switched to eval mode leaves dropout as training had it
+        if s.checkpoint_path and (done % s.checkpoint_every == 0 or done == stop):
             _save(model, s, optimizer, data_rng, result, get_batch)
     return result
 
@@ -223,7 +239,7 @@ def _save(model, s, optimizer, data_rng, result: TrainResult, get_batch: BatchFn
         "settings": asdict(s), "model_config": asdict(model.config), "step": result.step,
         "trained": _state(model, s, result.prefixes), "optimizer": optimizer.state_dict(),
         "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
-        "losses": result.losses, "train_time_s": result.train_time_s,
+        "losses": result.losses, "train_time_s": result.train_time_s, "evals": result.evals,
         "batch_source": get_batch.state_dict() if hasattr(get_batch, "state_dict") else None,
     }, s.checkpoint_path)
 
@@ -232,6 +248,8 @@ def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult, g
     """Continue from `s.checkpoint_path` when it exists (a finished run returns at once). A batch source with
     state of its own (`state_dict` / `load_state_dict`, e.g. batches drawn ahead) gets it back too."""
     if not s.checkpoint_path or not Path(s.checkpoint_path).exists():
+        if s.resume_from:
+            _continue_one_prefix(model, s, optimizer, data_rng, result)
         return
     ckpt = checkpoint.read(s.checkpoint_path)
     check_config(ckpt["model_config"], model.config, source=s.checkpoint_path)
@@ -261,5 +279,40 @@ def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult, g
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
     result.step, result.losses = ckpt["step"], ckpt["losses"]
     result.train_time_s = ckpt.get("train_time_s", 0.0)  # 0 for checkpoints written before it was kept
+    result.evals = ckpt.get("evals", [])
     if ckpt.get("batch_source") is not None and hasattr(get_batch, "load_state_dict"):
         get_batch.load_state_dict(ckpt["batch_source"])
+
+
+# settings a continued prefix shares with the run it continues (n_prefixes and prefix_seeds differ)
+CONTINUE_FIELDS = ("max_iters", "batch_size", "learning_rate", "betas", "weight_decay", "grad_clip", "lr_schedule",
+                   "lr_decay", "lr_decay_every", "warmup_iters", "prefix_len", "seed")
+
+
+def _continue_one_prefix(model, s: TrainSettings, optimizer, data_rng, result: TrainResult) -> None:
+    """Start from prefix `s.resume_prefix` of the several-prefix run saved at `s.resume_from`: its values,
+    its Adam moments, the step, its column of the losses and evals, the training time and the data
+    generator. The rows drawn ahead for the other prefixes are dropped, so the data from here on are new
+    draws; the prefix's optimisation continues exactly (the same schedule, moments and step count)."""
+    ckpt = checkpoint.read(s.resume_from)
+    check_config(ckpt["model_config"], model.config, source=s.resume_from)
+    there = ckpt["settings"]
+    changed = {f: (there.get(f), getattr(s, f)) for f in CONTINUE_FIELDS if there.get(f) != getattr(s, f)}
+    changed.update({f: (there[f], "prefix") for f in ("method",) if there[f] != "prefix"})
+    if changed:
+        raise ValueError(f"{s.resume_from} cannot be continued with these settings ("
+                         + ", ".join(f"{f}: {a!r} there, {b!r} here" for f, (a, b) in changed.items()) + ")")
+    k, n = s.resume_prefix, there["n_prefixes"]
+    if not 0 <= k < n:
+        raise ValueError(f"{s.resume_from} holds {n} prefixes; resume_prefix={k} is not one of 0..{n - 1}")
+    result.prefixes.data.copy_(ckpt["trained"]["prefixes"][k:k + 1])
+    state = ckpt["optimizer"]
+    for moments in state["state"].values():   # the prefixes are the optimizer's only parameter
+        for name in ("exp_avg", "exp_avg_sq"):
+            moments[name] = moments[name][k:k + 1].clone()
+    optimizer.load_state_dict(state)
+    data_rng.set_state(ckpt["data_rng"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    result.step, result.train_time_s = ckpt["step"], ckpt["train_time_s"]
+    result.losses = [(step, [losses[k]]) for step, losses in ckpt["losses"]]
+    result.evals = [(step, [values[k]]) for step, values in ckpt.get("evals", [])]
