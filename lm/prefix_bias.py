@@ -10,6 +10,7 @@ the biases change the input of later layers (`cross_layer_effects`).
 Inputs are right-padded rows of different lengths; only positions inside each row are compared.
 """
 
+import math
 from typing import Dict, List
 
 import torch
@@ -30,8 +31,11 @@ def _recorded(model, x, prefix) -> Dict[str, List[torch.Tensor]]:
     return recorded
 
 
-def identity_errors(plain_probs, plain_heads, probs, heads, values, lengths) -> Dict[str, float]:
-    """Max |error| of both identities for one layer, every head, every position inside each row.
+def identity_errors(plain_probs, plain_heads, probs, heads, values, lengths) -> Dict[str, torch.Tensor]:
+    """Both identities for one layer, per input and head: (B, H) tensors of the max |error| over every
+    position inside each row ("attention", "output"), and the max |value| of what each identity compares
+    ("attention_scale": the prefixed content attention A^pt_ij, "output_scale": the prefixed output t^pt_i),
+    the magnitude that sets each precision's rounding step.
 
     plain_probs (B, H, T, T) and plain_heads (B, T, H, hd): the layer without the prefix; probs
     (B, H, n_S+T, n_S+T) and heads (B, n_S+T, H, hd): with it; values (H, n_S, hd): W_V s_k.
@@ -44,47 +48,74 @@ def identity_errors(plain_probs, plain_heads, probs, heads, values, lengths) -> 
     bias = torch.einsum("bhik,hkd->bihd", to_prefix, values.double())
     output_error = (heads[:, n:] - (bias + kept.transpose(1, 2)[..., None] * plain_heads)).abs()
     inside = torch.arange(plain_heads.shape[1])[None, :] < torch.tensor(lengths)[:, None]   # (B, T)
-    pair_inside = inside[:, None, :, None] & inside[:, None, None, :]
-    return {"attention": attention_error.masked_fill(~pair_inside, 0).max().item(),
-            "output": output_error.masked_fill(~inside[:, :, None, None], 0).max().item()}
+    pairs = (inside[:, None, :, None] & inside[:, None, None, :]).double()                # (B, 1, T, T)
+    positions = inside[:, :, None, None].double()                                          # (B, T, 1, 1)
+    per_head = lambda t, mask, dims: (t * mask).amax(dims)
+    return {"attention": per_head(attention_error, pairs, (2, 3)), "output": per_head(output_error, positions, (1, 3)),
+            "attention_scale": per_head(probs[:, :, n:, n:].abs(), pairs, (2, 3)),
+            "output_scale": per_head(heads[:, n:].abs(), positions, (1, 3))}
+
+
+def concat_errors(parts: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """identity_errors of several batches of inputs as one: (inputs, H) per entry."""
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def worst(errors: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """The maxima over inputs and heads: absolute errors, and relative errors (each head's error over the
+    magnitude of what it compares, on that input)."""
+    return {"attention": errors["attention"].max().item(), "output": errors["output"].max().item(),
+            "attention_relative": (errors["attention"] / errors["attention_scale"]).max().item(),
+            "output_relative": (errors["output"] / errors["output_scale"]).max().item()}
+
+
+MANTISSA_BITS = {torch.float64: 52, torch.float32: 23, torch.float16: 10, torch.bfloat16: 7}
+
+
+def rounding_step(magnitude: float, dtype: torch.dtype) -> float:
+    """The spacing of `dtype`'s numbers at `magnitude` (one unit in the last place): 2^-11 = 4.88e-4 for
+    float16 in [0.5, 1)."""
+    return 2.0 ** (math.floor(math.log2(magnitude)) - MANTISSA_BITS[dtype])
 
 
 def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
-                  aligned: bool = True) -> Dict[str, float]:
-    """Both identities at layer 0, in the model's own dtype.
+                  aligned: bool = True) -> Dict[str, torch.Tensor]:
+    """Both identities at layer 0, in the model's own dtype, per input and head (identity_errors).
 
     aligned=True: layer 0 on the token embeddings with and without its prefix row, the content rotated at the
-    same positions n_S.. in both (the identity itself: only the prefix differs). aligned=False: whole runs as a
-    user makes them, the prefix-free one with the content at positions 0.., so the difference also holds the
+    same positions n_S.. in both (the identity itself: only the prefix differs). aligned=False: as a user runs
+    the model, the prefix-free run with the content at positions 0.., so the difference also holds the
     rounding of rotating the same content at other positions (equal in exact arithmetic, RoPE being relative).
+    Layer 0 of a whole run sees only the embeddings, so layer 0 is run alone (as in a whole forward pass).
     """
     x = pad_right(prompts, pad_id)
     n = prefix.shape[-2]
     dtype = _dtype(model)
     values = prefix_attention.prefix_values(model, prefix.to(dtype))[0]
-    if aligned:
-        with torch.no_grad():
-            h = model.tok_embeddings(x)
-        s = prefix[0].to(dtype).expand(len(prompts), -1, -1)
-        prefixed, plain = run_layer(model, 0, torch.cat([s, h], dim=1)), run_layer(model, 0, h, start=n)
-        return identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"],
-                               prefixed["head_outputs"], values, [len(p) for p in prompts])
-    plain, prefixed = _recorded(model, x, None), _recorded(model, x, prefix)
-    return identity_errors(plain["attention_probs"][0], plain["head_outputs"][0], prefixed["attention_probs"][0],
-                           prefixed["head_outputs"][0], values, [len(p) for p in prompts])
+    with torch.no_grad():
+        h = model.tok_embeddings(x)
+    s = prefix[0].to(dtype).expand(len(prompts), -1, -1)
+    prefixed, plain = run_layer(model, 0, torch.cat([s, h], dim=1)), run_layer(model, 0, h, start=n if aligned else 0)
+    return identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"],
+                           prefixed["head_outputs"], values, [len(p) for p in prompts])
 
 
-def layer_inputs(model, x: torch.Tensor, prefix: torch.Tensor) -> List[torch.Tensor]:
-    """The input of every layer in the prefixed run, (B, n_S + T, dim): the prefix rows, then the content."""
+def prefixed_run(model, x: torch.Tensor, prefix: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
+    """One whole prefixed run, recorded: each layer's attention probabilities and head outputs, and its input
+    (B, n_S + T, dim): the prefix rows, then the content."""
     inputs: List[torch.Tensor] = []
     handles = [layer.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach())) for layer in model.layers]
     try:
-        with torch.no_grad():
-            model(x, prefix=prefix)
+        recorded = _recorded(model, x, prefix)
     finally:
         for handle in handles:
             handle.remove()
-    return inputs
+    return {**recorded, "inputs": inputs}
+
+
+def plain_run(model, x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
+    """One whole prefix-free run, recorded: each layer's attention probabilities and head outputs."""
+    return _recorded(model, x, None)
 
 
 @torch.no_grad()
@@ -99,32 +130,40 @@ def run_layer(model, layer_id: int, h: torch.Tensor, start: int = 0) -> Dict[str
     return {name: tensors[layer_id] for name, tensors in recorded.items()}
 
 
-def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int) -> List[Dict[str, float]]:
-    """For each layer: both identities with that layer's content input taken from the prefixed run, so
-    that the comparison isolates the layer (with and without its prefix row s = prefix[l]; the content at
-    positions n_S.. in both)."""
+def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
+                          prefixed: Dict[str, List[torch.Tensor]] = None) -> List[Dict[str, torch.Tensor]]:
+    """For each layer, both identities per input and head (identity_errors), with that layer's content input
+    taken from the prefixed run, so that the comparison isolates the layer: the layer with its prefix row
+    s = prefix[l] (as recorded in the prefixed run) against the layer alone without it (the content at
+    positions n_S.. in both). `prefixed`: the prefixed run's recordings (prefixed_run), when already made."""
     x = pad_right(prompts, pad_id)
     n = prefix.shape[-2]
+    prefixed = prefixed or prefixed_run(model, x, prefix)
     values = prefix_attention.prefix_values(model, prefix.to(_dtype(model)))
     errors = []
-    for layer_id, h in enumerate(layer_inputs(model, x, prefix)):
-        with_prefix, without = run_layer(model, layer_id, h), run_layer(model, layer_id, h[:, n:], start=n)
-        errors.append(identity_errors(without["attention_probs"], without["head_outputs"], with_prefix["attention_probs"],
-                                      with_prefix["head_outputs"], values[layer_id], [len(p) for p in prompts]))
+    for layer_id, h in enumerate(prefixed["inputs"]):
+        without = run_layer(model, layer_id, h[:, n:], start=n)
+        errors.append(identity_errors(without["attention_probs"], without["head_outputs"],
+                                      prefixed["attention_probs"][layer_id], prefixed["head_outputs"][layer_id],
+                                      values[layer_id], [len(p) for p in prompts]))
     return errors
 
 
-def cross_layer_effects(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int) -> Dict[str, torch.Tensor]:
+def cross_layer_effects(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
+                        prefixed: Dict[str, List[torch.Tensor]] = None,
+                        plain: Dict[str, List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """Whole runs with and without the prefix, per layer and head (averaged over content queries):
 
     * ``tv``: total-variation distance between the renormalised content attention of the prefixed run,
       A^pt_ij / (1 - sum_k A^pt_ik), and the plain run's A_ij (0 at layer 0);
     * ``span_share``: the share of r_i = t^pt_i - (1 - sum_k A^pt_ik) t_i (what is left of the prefixed output
       after the plain output's share) that lies in span{W_V s_k} (1 at layer 0, where r_i is the bias).
+    `prefixed`, `plain`: the recordings of the prefixed run (prefixed_run) and of the plain one (plain_run),
+    when already made (the plain run serves every prefix).
     """
     x = pad_right(prompts, pad_id)
     n = prefix.shape[-2]
-    plain, prefixed = _recorded(model, x, None), _recorded(model, x, prefix)
+    plain, prefixed = plain or plain_run(model, x), prefixed or prefixed_run(model, x, prefix)
     values = prefix_attention.prefix_values(model, prefix.to(_dtype(model)))
     inside = (torch.arange(x.shape[1])[None, :] < torch.tensor([len(p) for p in prompts])[:, None]).double()  # (B, T)
     tv, share = [], []

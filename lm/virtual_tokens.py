@@ -4,10 +4,19 @@
   i.e. a free input vector), batched, with the key/value cache and no BOS, as the paper's sweep;
 * samplers of virtual tokens from the embedding matrix's statistics;
 * `fit_virtual_tokens`: one virtual token optimised per target completion (the model frozen, teacher-forced
-  cross-entropy, batched over targets), growing the target one token at a time from a warm start.
+  cross-entropy, batched over targets), growing the target one token at a time from a warm start;
+* `sweep_checkpoints`: the hard/virtual counts along a pretraining run (`python -m lm.pretrain --save-at`),
+  against the model's validation perplexity.
+
+    python -m lm.virtual_tokens runs/lm/llama-rerun/step*/ runs/lm/llama-rerun/
+        # the counts at each saved step, into results/section3/llama_token_vs_soft_token.json ("by_checkpoint")
 """
 
+import json
+import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -54,12 +63,12 @@ def embedding_matrix(model: Transformer) -> torch.Tensor:
     return model.tok_embeddings.weight.detach().double().cpu()
 
 
-def matched_gaussian(embeddings: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n draws from the Gaussian with the embedding matrix's mean and covariance: (n, dim)."""
+def matched_gaussian(embeddings: torch.Tensor, n: int, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """n draws from the Gaussian with the embedding matrix's mean and `scale` times its covariance: (n, dim)."""
     mean = embeddings.mean(0)
     covariance = torch.cov(embeddings.T) + 1e-8 * torch.eye(embeddings.shape[1], dtype=embeddings.dtype)
     noise = torch.randn(n, embeddings.shape[1], generator=generator, dtype=embeddings.dtype)
-    return (mean + noise @ torch.linalg.cholesky(covariance).T).float()
+    return (mean + scale ** 0.5 * noise @ torch.linalg.cholesky(covariance).T).float()
 
 
 def convex_mixtures(embeddings: torch.Tensor, n: int, generator: torch.Generator, k: int = 4) -> torch.Tensor:
@@ -174,3 +183,92 @@ def fit_targets(records_text: List[str], tokenizer, vocab_size: int, sweep: Swee
     ordinary = torch.tensor([t for t in range(vocab_size) if t not in special])
     random_tokens = ordinary[torch.randint(0, len(ordinary), (half, length), generator=generator)]
     return {"held-out text": torch.tensor(text), "random tokens": random_tokens}
+
+
+# ---- along pretraining: does the gap open as the model improves? -----------------------------------------
+
+def unique_counts(model: Transformer, n_hard: int, completion_len: int, virtual_ratio: float, seed: int,
+                  progress: bool = False) -> Dict[str, int]:
+    """Unique greedy completions of the first n_hard token ids and of ceil(virtual_ratio * n_hard) virtual
+    tokens from each sampler (drawn from this model's embeddings with `seed`, as the notebook draws them)."""
+    ids = torch.arange(n_hard)
+    counts = {"hard": int(unique_curve(greedy_completions(model, completion_len, token_ids=ids, progress=progress))[-1])}
+    embeddings, m = embedding_matrix(model), math.ceil(virtual_ratio * n_hard)
+    for key, sampler in (("gaussian", matched_gaussian), ("mixture", convex_mixtures)):
+        vectors = sampler(embeddings, m, torch.Generator().manual_seed(seed))
+        completions = greedy_completions(model, completion_len, virtual_tokens=vectors, progress=progress)
+        counts[key] = int(unique_curve(completions)[-1])
+    counts.update(hard_tried=n_hard, virtual_tried=m)
+    return counts
+
+
+def sweep_checkpoints(folders: List[Path], sweep: "Sweep", progress: bool = True) -> List[Dict]:
+    """For each model folder of a pretraining run (`step<N>/` folders and the final one, whose manifest
+    gives its step): its validation perplexity and the unique completions of its hard and virtual tokens."""
+    from lm import corpus
+    from lm.pretrain import perplexity, token_stream
+    from lm.stand_ins import ROOT, STAND_INS, load_llama
+    rows = []
+    validation = None
+    for folder in tqdm(folders, desc="checkpoints", disable=not progress):
+        folder = Path(folder)
+        llama = load_llama(folder, max_seq_len=STAND_INS["llama"].context, max_batch_size=256, device="cpu")
+        if validation is None:
+            validation = token_stream(corpus.texts(corpus.read(ROOT / "data" / "corpus"), "validation"), llama.tokenizer)
+        model = llama.model
+        n_hard = model.params.vocab_size if sweep.vocab_subset is None else sweep.vocab_subset
+        counts = unique_counts(model, n_hard, sweep.completion_len, sweep.virtual_ratio, sweep.seed)
+        rows.append({"step": checkpoint_step(folder), "folder": folder.name,
+                     "val_perplexity": perplexity(model, validation, STAND_INS["llama"].context),
+                     "hard_unique": counts["hard"], "gaussian_unique": counts["gaussian"],
+                     "mixture_unique": counts["mixture"], "hard_tried": counts["hard_tried"],
+                     "virtual_tried": counts["virtual_tried"],
+                     "consolidated_sha256": sha256_of(folder / "consolidated.00.pth")})
+    return sorted(rows, key=lambda row: row["step"])
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The training step of a model folder: `step<N>` by name, else its manifest's `steps`."""
+    if folder.name.startswith("step") and folder.name[4:].isdigit():
+        return int(folder.name[4:])
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        raise ValueError(f"{folder} is neither a step<N>/ folder of `lm.pretrain --save-at` nor a model with a "
+                         "manifest.json giving its steps")
+    return int(json.loads(manifest.read_text())["steps"])
+
+
+def sha256_of(path: Path) -> str:
+    from mingpt.checkpoint import sha256
+    return sha256(path)
+
+
+def main(argv=None) -> int:
+    import argparse
+    from lm.stand_ins import ROOT
+    parser = argparse.ArgumentParser(prog="python -m lm.virtual_tokens", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path, help="model folders of one pretraining run")
+    parser.add_argument("--record", type=Path, default=ROOT / "results" / "section3" / "llama_token_vs_soft_token.json",
+                        help="the results file whose 'by_checkpoint' entry is written")
+    parser.add_argument("--quick", action="store_true", help="the quick sweep (128 hard tokens)")
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sweep = QUICK if args.quick else FULL
+    rows = sweep_checkpoints(args.folders, sweep)
+    record = json.loads(args.record.read_text()) if args.record.exists() else {}
+    record["by_checkpoint"] = rows
+    record["by_checkpoint_command"] = "python -m lm.virtual_tokens " + " ".join(
+        str(a) for a in (argv if argv is not None else sys.argv[1:]))
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    args.record.write_text(json.dumps(record, indent=1) + "\n")
+    for row in rows:
+        print(f"step {row['step']:5d}: perplexity {row['val_perplexity']:8.2f}; unique hard {row['hard_unique']:,} / "
+              f"{row['hard_tried']:,}, Gaussian {row['gaussian_unique']:,}, mixture {row['mixture_unique']:,} / {row['virtual_tried']:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

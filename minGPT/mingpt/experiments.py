@@ -341,7 +341,9 @@ class Runner:
             final_loss = torch.tensor([losses for _, losses in results[lr].losses[-5:]]).mean(0)
             runs += [{"lr": lr, "restart": k, "init_seed": init, "screen_samples": screen_iters * phase.batch_size,
                       "screen_accuracy": results[lr].evals[-1][1][k], "screen_loss": float(final_loss[k]),
-                      "curve": curve_of(results[lr], phase.batch_size, k), "state": str(state)}
+                      "curve": curve_of(results[lr], phase.batch_size, k),
+                      "loss_curve": [[step * phase.batch_size, round(loss, 4)] for step, loss in column(results[lr].losses, k)],
+                      "state": str(state)}
                      for k, init in enumerate(seeds)]
         best = max(runs, key=lambda run: (run["screen_accuracy"], -run["screen_loss"]))
         result = results[best["lr"]]

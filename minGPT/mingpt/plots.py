@@ -39,3 +39,53 @@ def plot_attention(pattern: torch.Tensor, tokens, prefix_len: int, rescale: bool
     if title is not None:
         ax.set_title(title)
     return ax
+
+
+def seed_curves(data: dict, row: str) -> dict:
+    """{seed: (samples, accuracy)} of one row's learning curve in a results file's seeds (those that have it)."""
+    curves = {}
+    for seed, run in data["seeds"].items():
+        points = run.get("curves", {}).get(row)
+        if points:
+            samples, accuracy = zip(*points)
+            curves[seed] = (list(samples), list(accuracy))
+    return curves
+
+
+def mean_curve(curves: dict):
+    """(samples, mean accuracy) over seeds at the sample counts every seed's curve has."""
+    common = sorted(set.intersection(*(set(samples) for samples, _ in curves.values())))
+    at = lambda samples, accuracy, s: accuracy[samples.index(s)]
+    return common, [sum(at(*curve, s) for curve in curves.values()) / len(curves) for s in common]
+
+
+def plot_learning_curves(data: dict, rows: dict, ax=None, title: str = None):
+    """Held-out accuracy against training samples (log x) for the rows of a Section 5 results file:
+    rows {row: label}; each seed a thin line, the mean over seeds bold. Returns the Axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    for (row, label), colour in zip(rows.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        curves = seed_curves(data, row)
+        if not curves:
+            continue
+        for samples, accuracy in curves.values():
+            ax.plot(samples, accuracy, color=colour, lw=0.8, alpha=0.5)
+        samples, mean = mean_curve(curves)
+        ax.plot(samples, mean, color=colour, lw=2.5, marker="o", ms=3,
+                label=f"{label} (mean of seed{'s' if len(curves) > 1 else ''} {', '.join(curves)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def still_rising(samples, accuracy, share: float = 0.5, points: float = 1.0) -> bool:
+    """Whether a curve gained more than `points` over the last `share` of its samples (log-spaced curves:
+    from the last point at or below (1 - share) of the final sample count)."""
+    earlier = [a for s, a in zip(samples, accuracy) if s <= (1 - share) * samples[-1]]
+    return bool(earlier) and accuracy[-1] - earlier[-1] > points
