@@ -187,12 +187,14 @@ def parse_seeds(text: str) -> List[int]:
     return seeds
 
 
-def task_of(name: str, train_file: Optional[Path], test_file: Optional[Path], corpus_dir: Path) -> TextTask:
+def task_of(name: str, train_file: Optional[Path], test_file: Optional[Path], corpus_dir: Path,
+            validation_file: Optional[Path] = None) -> TextTask:
     if (train_file is None) != (test_file is None):
         raise ValueError("pass both --train and --test (the real dataset's files), or neither (the corpus's task)")
     if train_file is None:
         return text_tasks.corpus_task(name, corpus_dir)
-    return text_tasks.file_task(name, {"train": train_file, "test": test_file})
+    files = {"train": train_file, "test": test_file, **({"validation": validation_file} if validation_file else {})}
+    return text_tasks.file_task(name, files)
 
 
 def settings(steps: int, batch_size: int, lr: float, prefix_len: int, seeds: Sequence[int], data_seed: int = 0,
@@ -221,22 +223,26 @@ def plateaued(evals: List, share: float = PLATEAU_SHARE, gain: float = PLATEAU_G
     return mean(values) - mean(earlier[-1]) <= gain
 
 
-def train_in_pieces(model, s: TrainSettings, get_batch, device: str, evaluate, min_steps: int, until_plateau: bool):
+def train_in_pieces(model, s: TrainSettings, get_batch, device: str, evaluate, min_steps: int, until_plateau: bool,
+                    max_seconds: float = 0.0):
     """Train to s.max_iters, or with `until_plateau` from `min_steps` on up to the first evaluation at which
-    the validation curve has plateaued (`plateaued`). Each piece ends at an evaluation step and resumes from
+    the validation curve has plateaued (`plateaued`), or at which the training time (summed over resumed
+    pieces) has passed `max_seconds` (0: no limit). Each piece ends at an evaluation step and resumes from
     the state saved there."""
     if not until_plateau:
         return train(model, s, get_batch, device, evaluate=evaluate if s.eval_steps else None)
     for stop in [step for step in s.eval_steps if step >= min_steps] + [s.max_iters]:
         result = train(model, replace(s, stop_at=stop), get_batch, device, evaluate=evaluate)
-        if plateaued(result.evals):
+        if plateaued(result.evals) or (max_seconds and result.train_time_s >= max_seconds):
             break
     return result
 
 
 def run(args) -> Dict:
     family = "llama" if args.llama is not False else "gpt2"
-    task = task_of(args.task, args.train, args.test, args.corpus)
+    task = task_of(args.task, args.train, args.test, args.corpus, args.validation)
+    if args.eval_every:
+        task.examples("validation")  # --eval-every reads it: a task without one fails here, not mid-run
     run_name = f"{family}-{args.task}-n{args.prefix_len}"
     out = args.out or ROOT / "results" / "prefix_tuning" / run_name
     rows = len(args.seeds) * args.batch_size
@@ -269,7 +275,7 @@ def run(args) -> Dict:
     resumed_from = checkpoint.read(state)["step"] if state.exists() else 0
     start = time.time()
     result = train_in_pieces(model, s, text_tasks.batch_source(train_items, s.batch_size, s.n_prefixes, tokenizer.eos_id),
-                             args.device, validate, steps, bool(args.until_plateau))
+                             args.device, validate, steps, bool(args.until_plateau), 3600 * args.max_hours)
     train_wall = time.time() - start
     prefixes = result.prefixes.detach()
 
@@ -302,10 +308,14 @@ def run(args) -> Dict:
                                         "points": [[step, values] for step, values in result.evals],
                                         "mean": [[step, sum(v) / len(v)] for step, v in result.evals]}
     if args.until_plateau:
+        timed_out = bool(args.max_hours) and result.train_time_s >= 3600 * args.max_hours
         manifest["stopping"] = {"min_epochs": args.epochs, "max_epochs": args.until_plateau,
                                 "rule": f"mean validation {metric} gained <= {PLATEAU_GAIN} points over the last "
                                         f"{PLATEAU_SHARE:.0%} of the steps taken",
-                                "plateaued": plateaued(result.evals) if result.evals else False}
+                                "max_hours": args.max_hours or None,
+                                "plateaued": plateaued(result.evals) if result.evals else False,
+                                "stopped_by": ("plateau" if plateaued(result.evals) else "time budget" if timed_out
+                                               else "max epochs")}
     if args.task == "classification":
         manifest["majority"] = majority(task)
     if args.rank == 0:
@@ -348,11 +358,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--until-plateau", type=float, default=0, metavar="MAX_EPOCHS",
                    help="with --epochs and --eval-every: go on until validation plateaus, at most MAX_EPOCHS")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate on the validation split every N steps (0: never)")
+    p.add_argument("--max-hours", type=float, default=0,
+                   help="with --until-plateau: also stop at the first evaluation after this much training time")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step, each prefix (default 32)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate, ×0.975 every 1,000 steps (default 0.01)")
     p.add_argument("--data-seed", type=int, default=0, help="seeds the order of the examples (default 0)")
     p.add_argument("--train", type=Path, help="the real dataset's training file (JSON lines or CSV)")
     p.add_argument("--test", type=Path, help="the real dataset's held-out file (JSON lines or CSV)")
+    p.add_argument("--validation", type=Path, help="the real dataset's validation file, for --eval-every")
     p.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus", help="the corpus the default tasks come from")
     p.add_argument("--max-seq-len", type=int, default=stand_in("llama").context,
                    help="LLaMA: positions to build the model for, prefix included (default: the stand-in's context)")

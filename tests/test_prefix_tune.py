@@ -197,3 +197,13 @@ def test_committed_metric_reproduces_from_the_committed_prefix(manifest_path):
 
 if __name__ == "__main__":
     worker(*sys.argv[1:])
+
+
+def test_the_plateau_rule_reads_the_last_fifth_of_the_steps():
+    from lm.prefix_tune import plateaued
+    rising = [(10, [20.0, 30.0]), (20, [30.0, 40.0]), (30, [40.0, 50.0]), (40, [41.0, 51.0]), (50, [42.0, 52.0])]
+    # at step 50 the last 20 % start at step 40: the means rose 46 -> 47, a gain of 1.0 > 0.5
+    assert not plateaued(rising)
+    assert plateaued(rising[:-1] + [(50, [41.2, 51.2])])          # 46 -> 46.2: gained 0.2
+    assert plateaued(rising[:-1] + [(50, [30.0, 40.0])])          # fell: no gain
+    assert not plateaued([(10, [5.0])])                            # nothing earlier to compare with

@@ -124,3 +124,36 @@ def test_results_md_is_rendered_from_the_committed_files():
     render_results = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render_results)
     assert (ROOT / "RESULTS.md").read_text() == render_results.render(), "run python scripts/render_results.py"
+
+
+def _curve_runs():
+    """(profile, experiment, seed, row) of every prefix row with a learning curve in a committed results file."""
+    for path in RESULTS:
+        data = json.loads(path.read_text())
+        for seed, run in data["seeds"].items():
+            for row in run.get("curves", {}):
+                if row.startswith("prefix_"):
+                    yield path.parent.name, data["experiment"], seed, row
+
+
+CURVES = list(_curve_runs())
+
+
+def test_the_last_point_of_a_committed_curve_reproduces_from_its_checkpoint():
+    """The learning curve's last point was measured on the live prefix during training; loading the committed
+    pretrained model and prefix and evaluating them on the same 3,200 test inputs must give it exactly.
+    Checked on the curve whose last point is highest (a 0 % point would hold for almost any prefix)."""
+    assert CURVES, "no committed results file records learning curves"
+    best = max(CURVES, key=lambda c: report.load(c[0], c[1])["seeds"][c[2]]["curves"][c[3]][-1][1])
+    profile, experiment, seed, row = best
+    run = report.load(profile, experiment)["seeds"][seed]
+    folder = ROOT / "minGPT" / "checkpoints" / profile / experiment / f"seed{seed}"
+    manifest = json.loads((folder.parent / "manifest.json").read_text())
+    key = lambda path: path.relative_to(ROOT).as_posix()
+    base = checkpoint.load_model_from(checkpoint.read(folder / "pretrained.pt", manifest[key(folder / "pretrained.pt")]["sha256"]))
+    task = row[len("prefix_"):]
+    stored = next(p for p in folder.glob("prefixes_*.pt") if task in checkpoint.read(p)["prefixes"])
+    prefix = checkpoint.read(stored, manifest[key(stored)]["sha256"])["prefixes"][task]
+    recomputed = experiments.accuracies(base.eval(), (task,), prefix, 3200)[task]
+    assert recomputed > 50  # a curve that ends high: the check below could not pass by accident
+    assert round(recomputed, 4) == run["curves"][row][-1][1] == round(run["accuracy"][row][task], 4)
