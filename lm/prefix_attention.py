@@ -49,9 +49,16 @@ def effective_positions(weights: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(weights * weights.clamp_min(1e-300).log()).sum(-1))
 
 
-def effective_rank(vectors: torch.Tensor) -> float:
-    """exp(entropy of the normalised singular values) of the rows of `vectors` (Roy and Vetterli's measure)."""
-    s = torch.linalg.svdvals(vectors.double())
+def effective_rank(vectors: torch.Tensor, centred: bool = False) -> float:
+    """exp(entropy of the normalised singular values) of the rows of `vectors` (Roy and Vetterli's measure).
+
+    Uncentred, a mean shared by every row counts as one direction and, when it dominates, pulls the rank
+    toward 1 whatever the rows' variation; centred (the rows' mean subtracted first) it measures how many
+    directions the rows vary in."""
+    vectors = vectors.double()
+    if centred:
+        vectors = vectors - vectors.mean(0, keepdim=True)
+    s = torch.linalg.svdvals(vectors)
     p = s / s.sum()
     return math.exp(-(p * p.clamp_min(1e-300).log()).sum().item())
 

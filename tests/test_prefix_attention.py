@@ -44,3 +44,25 @@ def test_measures_on_hand_made_cases():
     assert pa.percentile_gap(inputs).item() == pytest.approx(98.0)
     assert pa.effective_rank(torch.eye(4)) == pytest.approx(4.0)
     assert pa.effective_rank(torch.ones(5, 3)) == pytest.approx(1.0)
+
+
+def test_centred_effective_rank_sees_the_variation_that_a_shared_mean_hides():
+    """Rows = a large common vector + small noise in 3 directions: uncentred ~1, centred ~3."""
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(16, 3, generator=generator, dtype=torch.float64)).Q.T   # (3, 16) orthonormal
+    rows = 100.0 * torch.ones(16, dtype=torch.float64) + torch.randn(500, 3, generator=generator, dtype=torch.float64) @ basis
+    assert pa.effective_rank(rows) < 1.2
+    assert 2.8 < pa.effective_rank(rows, centred=True) <= 3.0 + 1e-9
+
+
+def test_initial_prefixes_are_what_the_trainer_starts_from():
+    from mingpt.model import GPT, GPTConfig
+    from mingpt.trainer import TrainSettings, initial_prefixes, train
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    seen = []
+    settings = TrainSettings(method="prefix", max_iters=1, batch_size=2, n_prefixes=2, prefix_len=2, prefix_seeds=(5, 9),
+                             learning_rate=0.0, progress=False, log_every=1)
+    x = torch.zeros(4, 6, dtype=torch.long)
+    result = train(model, settings, lambda g: (x, x), on_log=lambda r: seen.append(r.prefixes.detach().clone()))
+    assert torch.equal(seen[0], initial_prefixes(model, 2, (5, 9)))  # lr 0: the step leaves them where they started
+    assert not torch.equal(initial_prefixes(model, 2, (5,))[0], initial_prefixes(model, 2, (9,))[0])

@@ -171,12 +171,17 @@ def _trainable(model: nn.Module, s: TrainSettings, device) -> Tuple[List[nn.Para
     model.eval().requires_grad_(False)
     if s.method == "lora":
         return add_lora(model, s.lora_rank, s.lora_targets), None
-    # prefix k starts from N(0, 1) drawn with its own seed, so it equals a single-prefix run with that seed
     seeds = s.prefix_seeds or tuple(s.seed + k for k in range(s.n_prefixes))
-    prefixes = torch.stack([torch.randn(model.prefix_shape(s.prefix_len), generator=torch.Generator().manual_seed(seed))
-                            for seed in seeds])
-    prefixes = nn.Parameter(prefixes.to(device))
+    prefixes = nn.Parameter(initial_prefixes(model, s.prefix_len, seeds).to(device))
     return [prefixes], prefixes
+
+
+def initial_prefixes(model: nn.Module, prefix_len: int, seeds) -> torch.Tensor:
+    """(len(seeds), *model.prefix_shape(prefix_len)): the prefixes a prefix run starts from, each drawn from
+    N(0, 1) with its own seed (so a batched run starts as single-prefix runs with those seeds do): the
+    untrained baseline of any trained prefix."""
+    return torch.stack([torch.randn(model.prefix_shape(prefix_len), generator=torch.Generator().manual_seed(seed))
+                        for seed in seeds])
 
 
 def _adamw(model: nn.Module, params: List[nn.Parameter], s: TrainSettings) -> torch.optim.AdamW:
