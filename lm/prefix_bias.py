@@ -78,14 +78,14 @@ def rounding_step(magnitude: float, dtype: torch.dtype) -> float:
     return 2.0 ** (math.floor(math.log2(magnitude)) - MANTISSA_BITS[dtype])
 
 
-def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
-                  aligned: bool = True) -> Dict[str, torch.Tensor]:
-    """Both identities at layer 0, in the model's own dtype, per input and head (identity_errors).
+def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Both identities at layer 0, in the model's own dtype, per input and head (identity_errors), with the
+    prefix-free side formed two ways:
 
-    aligned=True: layer 0 on the token embeddings with and without its prefix row, the content rotated at the
-    same positions n_S.. in both (the identity itself: only the prefix differs). aligned=False: as a user runs
-    the model, the prefix-free run with the content at positions 0.., so the difference also holds the
-    rounding of rotating the same content at other positions (equal in exact arithmetic, RoPE being relative).
+    "aligned": layer 0 on the token embeddings with and without its prefix row, the content rotated at the
+    same positions n_S.. in both (the identity itself: only the prefix differs). "as_run": as a user runs the
+    model, the prefix-free run with the content at positions 0.., so the difference also holds the rounding of
+    rotating the same content at other positions (equal in exact arithmetic, RoPE being relative).
     Layer 0 of a whole run sees only the embeddings, so layer 0 is run alone (as in a whole forward pass).
     """
     x = pad_right(prompts, pad_id)
@@ -95,9 +95,13 @@ def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id:
     with torch.no_grad():
         h = model.tok_embeddings(x)
     s = prefix[0].to(dtype).expand(len(prompts), -1, -1)
-    prefixed, plain = run_layer(model, 0, torch.cat([s, h], dim=1)), run_layer(model, 0, h, start=n if aligned else 0)
-    return identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"],
-                           prefixed["head_outputs"], values, [len(p) for p in prompts])
+    prefixed = run_layer(model, 0, torch.cat([s, h], dim=1))
+    errors = {}
+    for mode, start in (("aligned", n), ("as_run", 0)):
+        plain = run_layer(model, 0, h, start=start)
+        errors[mode] = identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"],
+                                       prefixed["head_outputs"], values, [len(p) for p in prompts])
+    return errors
 
 
 def prefixed_run(model, x: torch.Tensor, prefix: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
@@ -152,12 +156,14 @@ def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor,
 def cross_layer_effects(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
                         prefixed: Dict[str, List[torch.Tensor]] = None,
                         plain: Dict[str, List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-    """Whole runs with and without the prefix, per layer and head (averaged over content queries):
+    """Whole runs with and without the prefix, per input, layer and head, summed over each input's content
+    queries (divide by "positions" for the mean; `mean_over_batches` for the record's average):
 
     * ``tv``: total-variation distance between the renormalised content attention of the prefixed run,
       A^pt_ij / (1 - sum_k A^pt_ik), and the plain run's A_ij (0 at layer 0);
     * ``span_share``: the share of r_i = t^pt_i - (1 - sum_k A^pt_ik) t_i (what is left of the prefixed output
-      after the plain output's share) that lies in span{W_V s_k} (1 at layer 0, where r_i is the bias).
+      after the plain output's share) that lies in span{W_V s_k} (1 at layer 0, where r_i is the bias);
+    * ``positions``: (B,) content queries per input.
     `prefixed`, `plain`: the recordings of the prefixed run (prefixed_run) and of the plain one (plain_run),
     when already made (the plain run serves every prefix).
     """
@@ -171,11 +177,23 @@ def cross_layer_effects(model, prompts: List[List[int]], prefix: torch.Tensor, p
         probs, plain_probs = prefixed["attention_probs"][layer_id].double(), plain["attention_probs"][layer_id].double()
         kept = 1 - probs[:, :, n:, :n].sum(-1)                                                   # (B, H, T)
         distance = 0.5 * (probs[:, :, n:, n:] / kept[..., None] - plain_probs).abs().sum(-1)      # (B, H, T)
-        tv.append((distance * inside[:, None]).sum((0, 2)) / inside.sum())
+        tv.append((distance * inside[:, None]).sum(2))                                           # (B, H)
         residual = (prefixed["head_outputs"][layer_id][:, n:].double()
                     - kept.transpose(1, 2)[..., None] * plain["head_outputs"][layer_id].double())   # (B, T, H, hd)
         basis = torch.linalg.qr(values[layer_id].transpose(1, 2)).Q                              # (H, hd, n_S)
         projected = torch.einsum("bthd,hdk->bthk", residual, basis)
         ratio = projected.pow(2).sum(-1) / residual.pow(2).sum(-1).clamp_min(1e-300)             # (B, T, H)
-        share.append((ratio * inside[..., None]).sum((0, 1)) / inside.sum())
-    return {"tv": torch.stack(tv), "span_share": torch.stack(share)}
+        share.append((ratio * inside[..., None]).sum(1))                                         # (B, H)
+    return {"tv": torch.stack(tv, 1), "span_share": torch.stack(share, 1), "positions": inside.sum(1)}
+
+
+def mean_over_batches(per_input: torch.Tensor, positions: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """The record's average of a per-input sum over content queries (inputs, ...): the mean over the content
+    queries of each batch of `batch_size` consecutive inputs, then over the batches weighted by their inputs
+    (how the notebook has averaged since its first run; the inputs in their held-out order)."""
+    means, weights = [], []
+    for start in range(0, len(per_input), batch_size):
+        means.append(per_input[start:start + batch_size].sum(0) / positions[start:start + batch_size].sum())
+        weights.append(min(batch_size, len(per_input) - start))
+    weights = torch.tensor(weights, dtype=torch.float64)
+    return sum(w * m for w, m in zip(weights, means)) / weights.sum()

@@ -28,7 +28,7 @@ def test_layer0_identities_hold_from_the_committed_prefixes():
         for dtype, bound in ((torch.float64, 1e-10), (torch.float32, 1e-5)):  # aligned: the identity itself
             model = load_model("llama", ROOT / record["model_folder"]).to(dtype)
             prefix = load_prefixes(RUNS / f"llama-table_to_text-n{n_s}" / "prefixes.pt", model)["prefixes"][0].to(dtype)
-            errors = pb.concat_errors([pb.layer0_errors(model, inputs[i:i + 32], prefix, tokenizer.eos_id)
+            errors = pb.concat_errors([pb.layer0_errors(model, inputs[i:i + 32], prefix, tokenizer.eos_id)["aligned"]
                                        for i in range(0, len(inputs), 32)])
             worst = {k: errors[k].max().item() for k in ("attention", "output")}
             name = str(dtype).split(".")[-1]
