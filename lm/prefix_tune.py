@@ -181,6 +181,8 @@ def parse_seeds(text: str) -> List[int]:
     seeds = []
     for part in text.split(","):
         low, _, high = part.partition("-")
+        if int(high or low) < int(low):
+            raise ValueError(f"--seeds {text!r}: the range {part!r} runs backwards; write it low-high, e.g. '1-3'")
         seeds += list(range(int(low), int(high or low) + 1))
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r} repeats a seed")

@@ -166,6 +166,9 @@ def test_bad_input_is_named(tmp_path, capsys):
         prefix_tune.main(["--task", "classification", "--gpt2", "--train", str(tmp_path / "t.csv")])
     with pytest.raises(ValueError, match=r"--seeds '1,1' repeats a seed"):
         prefix_tune.parse_seeds("1,1")
+    with pytest.raises(ValueError, match=r"--seeds '3-1': the range '3-1' runs backwards"):
+        prefix_tune.parse_seeds("3-1")
+    assert prefix_tune.parse_seeds("1-3,7") == [1, 2, 3, 7]
     model = load_model("gpt2")
     torch.save({"prefixes": torch.zeros(2, 4, 1, 256)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"holds prefixes of shape \(2, 4, 1, 256\), but this model takes "
