@@ -85,3 +85,34 @@ def prefix_biases(attention: torch.Tensor, values: torch.Tensor) -> torch.Tensor
     """(n_inputs, n_layers, n_heads, head_dim): sum_k A^pt_ik W_V s_k, from `last_token_prefix_attention`'s
     attention (n_inputs, n_layers, n_heads, n_S) and `prefix_values`."""
     return torch.einsum("nlhk,lhkd->nlhd", attention, values)
+
+
+def appendix_b_measures(model, prompts: List[List[int]], prefixes: torch.Tensor, pad_id: int) -> dict:
+    """Appendix B's measures of a set of prefixes (n_prefixes, n_layers, n_S, dim) on a set of prompts, from the
+    last token's attention to the prefix positions, each as a list over layers:
+
+    * ``gap_over_heads``: the 1st-99th percentile gap across inputs of each position's renormalised attention,
+      averaged over heads, positions and prefixes; ``gap_head_l_of_layer_l``: the same for head L of layer L
+      only (the companion code's indexing); ``gap_per_head``: (layers, heads), averaged over positions and
+      prefixes;
+    * ``prefix_share``: the attention the last token gives the prefix in all, averaged over inputs, heads and
+      prefixes;
+    * ``effective_positions``: exp(entropy) of the renormalised attention, averaged over inputs, heads, prefixes;
+    * ``effective_rank`` and ``effective_rank_centred``: of each prefix's induced biases at the last token over
+      the inputs (inputs x head_dim per layer and head), averaged over heads and prefixes, uncentred and
+      with the biases' mean over inputs removed first.
+    """
+    attention = torch.stack([last_token_prefix_attention(model, prompts, p, pad_id) for p in prefixes])  # (P, N, L, H, n)
+    weights = renormalised(attention)
+    gaps = torch.stack([percentile_gap(w) for w in weights])                                        # (P, L, H, n)
+    n_layers, n_heads = gaps.shape[1], gaps.shape[2]
+    biases = torch.stack([prefix_biases(a, prefix_values(model, p)) for a, p in zip(attention, prefixes)])  # (P, N, L, H, hd)
+    rank = lambda centred: torch.tensor([[[effective_rank(biases[p, :, layer, head], centred) for head in range(n_heads)]
+                                          for layer in range(n_layers)] for p in range(len(prefixes))]).mean((0, 2))
+    return {"n_inputs": len(prompts), "n_prefixes": len(prefixes),
+            "gap_over_heads": gaps.mean((0, 2, 3)).tolist(),
+            "gap_head_l_of_layer_l": [gaps[:, layer, layer % n_heads].mean().item() for layer in range(n_layers)],
+            "gap_per_head": gaps.mean((0, 3)).tolist(),
+            "prefix_share": attention.sum(-1).mean((0, 1, 3)).tolist(),
+            "effective_positions": effective_positions(weights).mean((0, 1, 3)).tolist(),
+            "effective_rank": rank(False).tolist(), "effective_rank_centred": rank(True).tolist()}
