@@ -15,8 +15,8 @@ set -u
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,13p' "$0" | cut -c3-; exit 0; fi
 PROFILE=${PROFILE:-cpu}
 PY=${PY:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
-QUEUE1=${QUEUE1:-"C --seeds 0;D --seeds 1;C --seeds 2"}   # about equal work in each queue
-QUEUE2=${QUEUE2:-"D --seeds 0;C --seeds 1;D --seeds 2"}
+QUEUE1=${QUEUE1-"C --seeds 0;D --seeds 1;C --seeds 2"}   # about equal work in each queue
+QUEUE2=${QUEUE2-"D --seeds 0;C --seeds 1;D --seeds 2"}
 LOGS=$(cd "$(dirname "$0")/.." && pwd)/results/cpu_run   # committed: the record of each run's times
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$LOGS"
