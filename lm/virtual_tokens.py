@@ -259,13 +259,15 @@ def main(argv=None) -> int:
     sweep = QUICK if args.quick else FULL
     rows = sweep_checkpoints(args.folders, sweep)
     record = json.loads(args.record.read_text()) if args.record.exists() else {}
-    record["by_checkpoint"] = rows
-    record["by_checkpoint_command"] = "python -m lm.virtual_tokens " + " ".join(
-        str(a) for a in (argv if argv is not None else sys.argv[1:]))
+    measured = {row["folder"] for row in rows}  # rows of other folders stay: a run can be measured in parts
+    kept = [row for row in record.get("by_checkpoint", []) if row["folder"] not in measured]
+    record["by_checkpoint"] = sorted(kept + rows, key=lambda row: (row["step"], row["folder"]))
+    command = "python -m lm.virtual_tokens " + " ".join(str(a) for a in (argv if argv is not None else sys.argv[1:]))
+    record["by_checkpoint_commands"] = record.get("by_checkpoint_commands", []) + [command]
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=1) + "\n")
-    for row in rows:
-        print(f"step {row['step']:5d}: perplexity {row['val_perplexity']:8.2f}; unique hard {row['hard_unique']:,} / "
+    for row in record["by_checkpoint"]:
+        print(f"{row['folder']:>14s} step {row['step']:5d}: perplexity {row['val_perplexity']:8.2f}; unique hard {row['hard_unique']:,} / "
               f"{row['hard_tried']:,}, Gaussian {row['gaussian_unique']:,}, mixture {row['mixture_unique']:,} / {row['virtual_tried']:,}")
     return 0
 
