@@ -207,6 +207,7 @@ def sweep_checkpoints(folders: List[Path], sweep: "Sweep", progress: bool = True
     gives its step): its validation perplexity and the unique completions of its hard and virtual tokens."""
     from lm import corpus
     from lm.pretrain import perplexity, token_stream
+    from mingpt.checkpoint import sha256
     from lm.stand_ins import ROOT, STAND_INS, load_llama
     rows = []
     validation = None
@@ -223,7 +224,7 @@ def sweep_checkpoints(folders: List[Path], sweep: "Sweep", progress: bool = True
                      "hard_unique": counts["hard"], "gaussian_unique": counts["gaussian"],
                      "mixture_unique": counts["mixture"], "hard_tried": counts["hard_tried"],
                      "virtual_tried": counts["virtual_tried"],
-                     "consolidated_sha256": sha256_of(folder / "consolidated.00.pth")})
+                     "consolidated_sha256": sha256(folder / "consolidated.00.pth")})
     return sorted(rows, key=lambda row: row["step"])
 
 
@@ -236,11 +237,6 @@ def checkpoint_step(folder: Path) -> int:
         raise ValueError(f"{folder} is neither a step<N>/ folder of `lm.pretrain --save-at` nor a model with a "
                          "manifest.json giving its steps")
     return int(json.loads(manifest.read_text())["steps"])
-
-
-def sha256_of(path: Path) -> str:
-    from mingpt.checkpoint import sha256
-    return sha256(path)
 
 
 def main(argv=None) -> int:
