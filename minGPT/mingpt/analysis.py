@@ -28,12 +28,14 @@ def model_input(inputs: torch.Tensor, prefix: Optional[torch.Tensor], prefix_len
 def record(model: GPT, inputs: torch.Tensor, prefix: Optional[torch.Tensor], prefix_len: int,
            *names: str) -> Dict[str, list]:
     """Record activations over the whole sequence: prefix (or placeholders), input and the 10-token greedy
-    output; every recording covers prefix_len + 20 positions either way. Adds "tokens" (B, prefix_len + 20),
-    with zeros where the prefix sits."""
+    output; every recording covers prefix_len + 20 positions either way, or prefix_len + 19 for a model whose
+    context ends before the last output token (the paper's published models: that token is never read).
+    Adds "tokens" (B, prefix_len + 20), with zeros where the prefix sits."""
     idx = model_input(inputs, prefix, prefix_len, model)
     generated = model.generate(idx, tasks.INPUT_LEN, prefix=prefix)
+    fits = model.config.block_size - (prefix_len if prefix is not None else 0)  # positions the context holds
     with record_activations(model, *names) as rec:
-        model(generated, prefix=prefix)
+        model(generated[:, :fits], prefix=prefix)
     rec["tokens"] = generated.cpu()
     if prefix is not None:  # zeros where the prefix sits, as in the pretraining layout
         rec["tokens"] = torch.cat([torch.zeros(len(inputs), prefix_len, dtype=torch.long), rec["tokens"]], 1)

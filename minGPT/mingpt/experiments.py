@@ -39,9 +39,10 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import checkpoint, tasks
+from . import checkpoint, paper_files, tasks
 from .lora import add_lora, load_lora, lora_parameters
 from .model import GPT
+from .paper import PAPER_ACCURACY
 from .profiles import EXPERIMENTS, PROFILES, Experiment, LoRASpec, Phase, Search, curve_steps, describe, profile
 from .trainer import TrainSettings, train
 
@@ -579,6 +580,20 @@ def placeholders_of(model: GPT) -> int:
     return model.config.block_size - 2 * tasks.INPUT_LEN
 
 
+def print_paper_files(names, where: Optional[Path], device: str) -> None:
+    """The accuracy tables of the paper's published models found in `where` (see mingpt.paper_files)."""
+    for name in names:
+        if not paper_files.available(name, where):
+            print(paper_files.describe_missing(name, where))
+            continue
+        table = paper_files.accuracy_table(name, where, device=device)
+        print(f"experiment {name}, the paper's files, on this project's 3,200 test inputs (the paper's own number after /):")
+        for row, accs in table.items():
+            print(f"  {row:28s} " + "  ".join(f"{tasks.TASK_SYMBOLS[t]} {a:6.2f}" + (
+                f" / {p:6.2f}" if (p := PAPER_ACCURACY.get(name, {}).get(row, {}).get(t)) is not None else "")
+                for t, a in accs.items()))
+
+
 # ---- command line ----------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -595,6 +610,9 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--pretrain-only", action="store_true",
                         help="only train (or load) the pretrained models and stop, e.g. to pretrain seeds in parallel first")
+    parser.add_argument("--paper-files", nargs="?", const="", metavar="DIR",
+                        help="evaluate the paper's published models and prefixes (in DIR, else $PAPER_FILES_DIR, "
+                             "else minGPT/) on this project's test inputs, beside the paper's numbers, and exit")
     parser.add_argument("--show-profile", choices=PROFILES, metavar="PROFILE",
                         help="print every phase of PROFILE (models, samples, rows, learning rates) and exit")
     args = parser.parse_args(argv)
@@ -604,6 +622,10 @@ def main(argv=None):
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; choose from {EXPERIMENTS}")
+    if args.paper_files is not None:
+        print_paper_files(args.experiments or EXPERIMENTS, Path(args.paper_files) if args.paper_files else None,
+                          args.device or default_device())
+        return
     runner = Runner(args.profile, args.root, args.device, args.retrain, not args.no_progress)
     for seed in args.seeds:
         for name in args.experiments or EXPERIMENTS:

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from . import paper, tasks
+from . import paper, paper_files, tasks
 from .experiments import REPO
 
 
@@ -21,6 +21,11 @@ def load(profile: str, experiment: str, root: Path = REPO) -> Optional[dict]:
 def cell(values, paper_value=None) -> str:
     text = f"{values[0]:.2f}" if len(values) == 1 else f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
     return text + (f" ({paper_value:.2f})" if paper_value is not None else "")
+
+
+def table_lines(experiment: str, accuracy: dict) -> list:
+    """Markdown lines of one accuracy table {row: {task: %}}, the paper's numbers in brackets."""
+    return table(experiment, {"0": {"accuracy": accuracy}})
 
 
 def table(experiment: str, seeds: dict) -> list:
@@ -64,3 +69,15 @@ def summary(experiment: str, profile: str, root: Path = REPO) -> str:
     return "\n".join([f"**Experiment {experiment}, {profile} profile**, seeds {', '.join(seeds)} ({hardware}); "
                       "accuracy in %, paper in brackets:", ""] + table(experiment, seeds) + [""]
                      + claims(experiment, seeds))
+
+
+def paper_files_summary(experiment: str, n: int = 3200, where: Optional[Path] = None) -> str:
+    """Markdown: the accuracy table of the paper's published model and prefixes for one experiment (paper in
+    brackets), or which files were looked for where when they are absent."""
+    if not paper_files.available(experiment, where):
+        return f"*Without the paper's files: {paper_files.describe_missing(experiment, where)}.*"
+    table = paper_files.accuracy_table(experiment, where, n=n)
+    return "\n".join([f"**Experiment {experiment}, the paper's published files** (`{paper_files.spec(experiment).model_file}`"
+                      f" and {len(table) - 1} prefix file(s)) on this project's {n:,} test inputs; accuracy in %, the "
+                      "paper's own measurement in brackets (on the companion's test split, which differs):", ""]
+                     + table_lines(experiment, table))
