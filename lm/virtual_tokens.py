@@ -29,7 +29,8 @@ from llama import Llama, Transformer
 def greedy_completions(model: Transformer, n_tokens: int, token_ids: Optional[torch.Tensor] = None,
                        virtual_tokens: Optional[torch.Tensor] = None, batch_size: int = 256,
                        progress: bool = True) -> torch.Tensor:
-    """(N, n_tokens) greedy continuations of N one-token prompts: token_ids (N,) or virtual_tokens (N, dim).
+    """(N, n_tokens) greedy continuations of N prompts: one-token prompts token_ids (N,), or virtual tokens fed
+    as input embeddings, one per prompt (N, dim) or a sequence of them (N, length, dim).
 
     EOS does not stop a completion (every completion has n_tokens tokens)."""
     if (token_ids is None) == (virtual_tokens is None):
@@ -43,7 +44,8 @@ def greedy_completions(model: Transformer, n_tokens: int, token_ids: Optional[to
             prompts = [[int(t)] for t in token_ids[start:start + batch_size]]
             completions = generator.generate(prompts, n_tokens, temperature=0)
         else:
-            vectors = virtual_tokens[start:start + batch_size, None].to(device, model.tok_embeddings.weight.dtype)
+            vectors = virtual_tokens[start:start + batch_size]
+            vectors = (vectors[:, None] if vectors.dim() == 2 else vectors).to(device, model.tok_embeddings.weight.dtype)
             completions = generator.generate([[] for _ in range(len(vectors))], n_tokens, temperature=0,
                                              virtual_tokens=vectors)
         out.append(torch.tensor(completions))

@@ -11,6 +11,7 @@ from typing import Dict, Tuple
 
 import torch
 
+from lm import paper_files as lm_paper_files
 from mingpt import paper_files
 from mingpt.model import GPT, GPTConfig
 
@@ -41,3 +42,18 @@ def write_mingpt_files(folder: Path, experiment: str, seed: int = 0) -> Tuple[GP
         torch.save(prefix, folder / paper.prefix_file(task))
         prefixes[task] = prefix.detach().clone()
     return model, prefixes
+
+
+def write_dart_prefix(folder: Path, prefix: torch.Tensor) -> Path:
+    """A LLaMA prefix (n_layers, n_S, dim) as the paper's prefix_tune.py saves it: {"prefix": leaf requiring grad}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / lm_paper_files.DART_PREFIX
+    torch.save({"prefix": prefix.detach().clone().float().requires_grad_()}, path)
+    return path
+
+
+def write_tensor(folder: Path, name: str, tensor: torch.Tensor) -> Path:
+    """One tensor under a published name (longer_prefixes.pt, llama_completions.pt)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(tensor.detach().clone().float(), folder / name)
+    return folder / name
