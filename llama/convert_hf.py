@@ -1,9 +1,10 @@
-"""Hugging Face LLaMA checkpoints (config.json + *.safetensors) to Meta's layout.
+"""Hugging Face LLaMA checkpoints (config.json + *.safetensors) to Meta's layout, and back.
 
-    python -m llama.convert_hf HF_DIR OUT_DIR [--parts N]
+    python -m llama.convert_hf HF_DIR OUT_DIR [--parts N]        # Hugging Face -> Meta
+    python -m llama.convert_hf --to-hf META_DIR OUT_DIR          # Meta -> Hugging Face (LlamaForCausalLM)
 
 Hugging Face stores each query/key head with the two halves of its rotary pairs in separate blocks of rows
-(rotate-half convention); Meta's layout interleaves them, so those rows are permuted back here.
+(rotate-half convention); Meta's layout interleaves them, so those rows are permuted between the two.
 """
 
 import argparse
@@ -15,9 +16,11 @@ from typing import List, Optional, Tuple
 import torch
 from safetensors.torch import load_file
 
-from llama.checkpoint import CheckpointError, StateDict, checkpoint_params, save_checkpoint
+from safetensors.torch import save_file
+
+from llama.checkpoint import CheckpointError, StateDict, checkpoint_params, load_shard, read_params, save_checkpoint
 from llama.model import ModelArgs, ffn_hidden_dim
-from llama.shards import split_state_dict
+from llama.shards import merge_shards, split_state_dict
 
 LAYER_NAMES = {  # Hugging Face name inside model.layers.N -> Meta name inside layers.N
     "self_attn.q_proj.weight": "attention.wq.weight",
@@ -86,6 +89,50 @@ def unpermute_rotary(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return halves.transpose(1, 2).reshape(weight.shape)
 
 
+def permute_rotary(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of unpermute_rotary: Meta's interleaved pairs to rotate-half order."""
+    head_dim = weight.shape[0] // n_heads
+    pairs = weight.reshape(n_heads, head_dim // 2, 2, weight.shape[1])  # head, pair, half, input
+    return pairs.transpose(1, 2).reshape(weight.shape)
+
+
+def hf_config(args: ModelArgs) -> dict:
+    """The Hugging Face LlamaConfig (as a dict) of a Meta model."""
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "hidden_size": args.dim, "intermediate_size": ffn_hidden_dim(args),
+            "num_hidden_layers": args.n_layers, "num_attention_heads": args.n_heads,
+            "num_key_value_heads": args.n_kv_heads or args.n_heads, "vocab_size": args.vocab_size,
+            "rms_norm_eps": args.norm_eps, "rope_theta": args.rope_theta, "max_position_embeddings": args.max_seq_len,
+            "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "torch_dtype": "float32"}
+
+
+def save_hf_checkpoint(meta_dir: str, out_dir: str) -> None:
+    """A Meta folder (params.json, consolidated.NN.pth, tokenizer.model) as a Hugging Face LlamaForCausalLM
+    folder (config.json, model.safetensors, tokenizer.model), the weights in float32."""
+    params = read_params(meta_dir)
+    n_shards = len(sorted(Path(meta_dir).glob("consolidated.*.pth")))
+    state_dict = merge_shards([load_shard(meta_dir, rank, n_shards) for rank in range(n_shards)])
+    args = ModelArgs(**params)
+    if args.vocab_size < 0:
+        args.vocab_size = state_dict["tok_embeddings.weight"].shape[0]
+    hf_names = {meta: hf for hf, meta in TOP_NAMES.items()}
+    hf_names.update({f"layers.{i}.{meta}": f"model.layers.{i}.{hf}" for i in range(args.n_layers)
+                     for hf, meta in LAYER_NAMES.items()})
+    weights = {}
+    for name, tensor in state_dict.items():
+        if name not in hf_names:
+            raise CheckpointError(f"{name} in {meta_dir} has no counterpart in Hugging Face's LLaMA")
+        if name.endswith("attention.wq.weight") or name.endswith("attention.wk.weight"):
+            tensor = permute_rotary(tensor, args.n_heads if name.endswith("wq.weight") else args.n_kv_heads or args.n_heads)
+        weights[hf_names[name]] = tensor.float().contiguous()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(hf_config(args), indent=2) + "\n")
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    if (Path(meta_dir) / "tokenizer.model").is_file():
+        shutil.copy(Path(meta_dir) / "tokenizer.model", out / "tokenizer.model")
+
+
 def read_hf_weights(hf_dir: Path) -> StateDict:
     files = sorted(hf_dir.glob("*.safetensors"))
     if not files:
@@ -125,12 +172,17 @@ def load_hf_checkpoint(hf_dir: str) -> Tuple[ModelArgs, StateDict]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m llama.convert_hf", description="Convert a Hugging Face LLaMA checkpoint to Meta's layout."
+        prog="python -m llama.convert_hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("hf_dir", help="directory with config.json and *.safetensors")
-    parser.add_argument("out_dir", help="output directory (params.json, consolidated.NN.pth)")
+    parser.add_argument("hf_dir", help="directory with config.json and *.safetensors (with --to-hf: a Meta folder)")
+    parser.add_argument("out_dir", help="output directory (params.json, consolidated.NN.pth; with --to-hf: "
+                                        "config.json, model.safetensors)")
     parser.add_argument("--parts", type=int, default=1, help="number of model-parallel shards (default 1)")
+    parser.add_argument("--to-hf", action="store_true", help="convert a Meta folder to Hugging Face's layout instead")
     args = parser.parse_args(argv)
+    if args.to_hf:
+        save_hf_checkpoint(args.hf_dir, args.out_dir)
+        return
     model_args, state_dict = load_hf_checkpoint(args.hf_dir)
     save_checkpoint(args.out_dir, checkpoint_params(model_args), split_state_dict(state_dict, args.parts))
     tokenizer = Path(args.hf_dir) / "tokenizer.model"

@@ -12,6 +12,7 @@ from typing import List
 
 import torch
 
+from llama.model import apply_rotary
 from lm.text_tasks import pad_right
 from mingpt.trainer import logits_of
 from recording import record
@@ -79,6 +80,29 @@ def prefix_values(model, prefix: torch.Tensor) -> torch.Tensor:
             v = block.attn.c_attn(block.ln_1(s))[:, 2 * n_embd:]
             values.append(v.view(len(s), block.attn.n_head, -1).transpose(0, 1))
     return torch.stack(values).double()
+
+
+@torch.no_grad()
+def prefix_keys_values(model, prefix: torch.Tensor):
+    """Each layer's keys and values at the prefix positions, as a key/value cache holds them:
+    two (n_layers, n_kv_heads, n_S, head_dim) tensors. LLaMA's keys are rotated to positions 0..n_S-1 (Meta's
+    interleaved pairs); PEFT's free parametrisation of a prefix is exactly these tensors."""
+    keys, values = [], []
+    if hasattr(model, "params"):  # LLaMA
+        n_s = prefix.shape[-2]
+        for layer, s in zip(model.layers, prefix):
+            attention, x = layer.attention, layer.attention_norm(s)
+            k = attention.wk(x).view(1, n_s, attention.n_local_kv_heads, attention.head_dim)
+            k = apply_rotary(k, model.rope_cos[:n_s], model.rope_sin[:n_s])[0]
+            keys.append(k.transpose(0, 1))
+            values.append(attention.wv(x).view(n_s, attention.n_local_kv_heads, attention.head_dim).transpose(0, 1))
+    else:  # minGPT / GPT-2
+        for block, s in zip(model.transformer.h, prefix):
+            n_embd, n_head = s.shape[-1], block.attn.n_head
+            _, k, v = block.attn.c_attn(block.ln_1(s)).split(n_embd, dim=-1)
+            keys.append(k.view(len(s), n_head, -1).transpose(0, 1))
+            values.append(v.view(len(s), n_head, -1).transpose(0, 1))
+    return torch.stack(keys), torch.stack(values)
 
 
 def prefix_biases(attention: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
