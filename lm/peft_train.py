@@ -1,11 +1,11 @@
-"""Train PEFT prefix-tuning adapters with PEFT itself, on a Hugging Face model and a stand-in text task.
+"""Train PEFT prefix-tuning (or prompt-tuning) adapters with PEFT itself, on a Hugging Face model and a text task.
 
     python -m lm.peft_train --hf-model models/gpt2-standin --task classification --prefix-len 10 --seeds 1-3 \
         --out results/peft/gpt2-classification-n10
 
 How most people prefix-tune today: PEFT's own model wrapper (`get_peft_model` with `PrefixTuningConfig`,
 `prefix_projection` off, so each layer's keys and values at the n_S positions are the parameters) trained by
-`transformers.Trainer`, one seed at a time, on the task's training split with the loss on the target tokens
+`transformers.Trainer`, one seed at a time (`--method prompt`: `PromptTuningConfig`, virtual tokens at the input), on the task's training split with the loss on the target tokens
 (Appendix B's protocol: Adam at lr 0.01, batch 32, by default 3 epochs). Each seed's adapter is saved with
 `save_pretrained` in `<out>/seed<k>/`, and `<out>/manifest.json` records the command, settings, wall times,
 loss curves and the held-out accuracy of each adapter (the label of highest log-probability, as
@@ -62,13 +62,16 @@ def label_accuracy(model, tokenizer, examples, labels, batch_size: int = 64) -> 
 
 def train_seed(hf_model: Path, items, settings: dict, seed: int, out: Path) -> dict:
     """One adapter trained by transformers.Trainer; returns its loss curve and wall time."""
-    from peft import PrefixTuningConfig, get_peft_model
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
     set_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(hf_model, dtype=torch.float32)
     base.config.name_or_path = shown(hf_model)  # what the adapter records as its base model
-    model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=settings["prefix_len"],
-                                                    prefix_projection=False))
+    if settings["method"] == "prefix":
+        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=settings["prefix_len"], prefix_projection=False)
+    else:
+        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=settings["prefix_len"])
+    model = get_peft_model(base, config)
     arguments = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=settings["batch_size"],
         num_train_epochs=settings["epochs"], learning_rate=settings["lr"], lr_scheduler_type="constant",
@@ -93,7 +96,9 @@ def main(argv=None):
     parser.add_argument("--hf-model", type=Path, default=ROOT / "models" / "gpt2-standin",
                         help="a Hugging Face GPT-2 folder (default: the stand-in)")
     parser.add_argument("--task", choices=text_tasks.TASKS, default="classification")
-    parser.add_argument("--prefix-len", type=int, default=10)
+    parser.add_argument("--method", choices=("prefix", "prompt"), default="prefix",
+                        help="prefix tuning (keys and values in every layer) or prompt tuning (virtual tokens at the input)")
+    parser.add_argument("--prefix-len", type=int, default=10, help="n_S: positions the prefix or the virtual tokens take")
     parser.add_argument("--seeds", default="1-3", help="'1-3', '1,4' (default 1-3)")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -110,7 +115,7 @@ def main(argv=None):
     _, tokenizer = load_gpt2(args.hf_model)
     task = text_tasks.corpus_task(args.task, ROOT / "data" / "corpus")
     items = [text_tasks.encode(tokenizer, e, eos=False) for e in task.examples("train")]
-    settings = {"prefix_len": args.prefix_len, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+    settings = {"method": args.method, "prefix_len": args.prefix_len, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                 "log_every": 8, "pad_id": tokenizer.eos_id}
     test = task.examples("test")
     untuned = AutoModelForCausalLM.from_pretrained(args.hf_model, dtype=torch.float32).eval()

@@ -128,3 +128,15 @@ def test_a_prefix_file_given_as_a_model_and_an_unknown_experiment_are_refused(tm
         paper_files.load_model("D", tmp_path)
     with pytest.raises(ValueError, match=r"unknown experiment 'E'"):
         paper_files.load_model("E", tmp_path)
+
+
+@pytest.mark.parametrize("experiment", ["A", "B", "C", "D"])
+def test_each_notebooks_section_shows_the_table_with_the_files_and_names_them_without(experiment, tmp_path):
+    from mingpt import report
+    missing = report.paper_files_summary(experiment, n=16, where=tmp_path)
+    assert missing.startswith("*Without the paper's files") and paper_files.PAPER_MODELS[experiment].model_file in missing
+    write_mingpt_files(tmp_path, experiment)
+    shown = report.paper_files_summary(experiment, n=16, where=tmp_path)
+    paper = paper_files.PAPER_MODELS[experiment]
+    assert f"(`{paper.model_file}` and {len(paper.prefix_tasks)} prefix file(s)) on this project's 16 test inputs" in shown
+    assert shown.count("\n| ") == 2 + len(paper.prefix_tasks)   # header, rule, pretrained and one row per prefix
