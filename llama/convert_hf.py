@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from safetensors.torch import save_file
-
-from llama.checkpoint import CheckpointError, StateDict, checkpoint_params, load_shard, read_params, save_checkpoint
+from llama.checkpoint import (CheckpointError, StateDict, checkpoint_params, load_shard, read_params, save_checkpoint,
+                              shard_paths)
 from llama.model import ModelArgs, ffn_hidden_dim
 from llama.shards import merge_shards, split_state_dict
 
@@ -110,7 +109,7 @@ def save_hf_checkpoint(meta_dir: str, out_dir: str) -> None:
     """A Meta folder (params.json, consolidated.NN.pth, tokenizer.model) as a Hugging Face LlamaForCausalLM
     folder (config.json, model.safetensors, tokenizer.model), the weights in float32."""
     params = read_params(meta_dir)
-    n_shards = len(sorted(Path(meta_dir).glob("consolidated.*.pth")))
+    n_shards = len(shard_paths(meta_dir))  # a clear error for a folder without its shards
     state_dict = merge_shards([load_shard(meta_dir, rank, n_shards) for rank in range(n_shards)])
     args = ModelArgs(**params)
     if args.vocab_size < 0:
@@ -129,8 +128,11 @@ def save_hf_checkpoint(meta_dir: str, out_dir: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(hf_config(args), indent=2) + "\n")
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
-    if (Path(meta_dir) / "tokenizer.model").is_file():
+    if (Path(meta_dir) / "tokenizer.model").is_file():  # read as Meta's generation reads it: BOS first, no EOS
         shutil.copy(Path(meta_dir) / "tokenizer.model", out / "tokenizer.model")
+        (out / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+             "bos_token": "<s>", "eos_token": "</s>"}, indent=2) + "\n")
 
 
 def read_hf_weights(hf_dir: Path) -> StateDict:

@@ -34,7 +34,7 @@ import torch
 
 from lm import prefix_attention as pa
 from lm import text_tasks
-from lm.peft_adapters import Adapter, read_adapter, shown
+from lm.peft_adapters import Adapter, AdapterError, read_adapter, shown
 from lm.stand_ins import ROOT
 
 FAMILIES = {  # model_type -> (the decoder layers, the attention output projection inside a layer)
@@ -66,7 +66,7 @@ def load_hf_model(folder: Path):
         raise FileNotFoundError(f"{folder} has no config.json: --hf-model is a Hugging Face model folder")
     model_type = AutoConfig.from_pretrained(folder).model_type
     if model_type not in FAMILIES:
-        raise ValueError(f"{folder} is a {model_type!r} model; the diagnostics support the GPT-2 and LLaMA families "
+        raise AdapterError(f"{folder} is a {model_type!r} model; the diagnostics support the GPT-2 and LLaMA families "
                          f"({', '.join(FAMILIES)})")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="exact")
     return model.double().eval().requires_grad_(False)
@@ -76,14 +76,14 @@ def check_adapter(model, adapter: Adapter) -> None:
     """The adapter's shapes against the model's: an adapter made for another base model is refused."""
     c = model.config
     n_kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-    head_dim = c.hidden_size // c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     if adapter.kind == "PROMPT_TUNING":
         found, expected = tuple(adapter.embeddings.shape[1:]), (c.hidden_size,)
     else:
         found, expected = tuple(adapter.keys.shape[:2]) + (adapter.keys.shape[-1],), (c.num_hidden_layers, n_kv, head_dim)
     if found != expected:
         what = "(dim,)" if adapter.kind == "PROMPT_TUNING" else "(layers, key/value heads, head_dim)"
-        raise ValueError(f"the adapter has {what} = {found} but the model has {expected}: it was made for another base "
+        raise AdapterError(f"the adapter has {what} = {found} but the model has {expected}: it was made for another base "
                          f"model ({adapter.base_model or 'not recorded'})")
 
 
@@ -118,7 +118,8 @@ class Recorder:
 
 def run(model, ids: torch.Tensor, adapter: Optional[Adapter], first: int,
         replace_input: Optional[tuple] = None) -> dict:
-    """One forward pass on ids (1, T) at positions first..: attention (per layer (H, T_q, T_k)), per-head outputs
+    """One forward pass on ids (1, T) at positions first.. (a prompt-tuning adapter's virtual tokens at 0.., the
+    content after them): attention (per layer (H, T_q, T_k)), per-head outputs
     (per layer (T_q, H, hd)) and each layer's input (T_q, dim). With the adapter, first = n_S; the prefix-free
     runs put the content at the same positions (aligned). replace_input=(layer, hidden) runs that layer on
     `hidden` instead of its own input."""
@@ -185,12 +186,12 @@ def diagnose_input(model, ids: torch.Tensor, adapter: Adapter) -> dict:
     content = slice(n_s, None) if adapter.kind == "PROMPT_TUNING" else slice(0, None)   # query rows of the content
     A_pt = [a[:, content] for a in prefixed["attention"]]                                # (H, T, n_s + T)
     t_pt = [o[content] for o in prefixed["outputs"]]
-    layer0 = identity_errors(A_pt[0], plain["attention"][0], t_pt[0], plain["outputs"][0], n_s, head_values(adapter, 0, n_heads))
     own_input = []
     for layer in range(n_layers):
         alone = run(model, ids, None, n_s, replace_input=(layer, prefixed["inputs"][layer][content]))
         own_input.append(identity_errors(A_pt[layer], alone["attention"][layer], t_pt[layer], alone["outputs"][layer],
                                          n_s, head_values(adapter, layer, n_heads)))
+    layer0 = own_input[0]  # layer 0's own input is the embeddings: the prefix-free run's input, at the same positions
     tv = torch.stack([0.5 * (pa.renormalised(a[..., n_s:]) - b).abs().sum(-1).mean(-1)
                       for a, b in zip(A_pt, plain["attention"])])                           # (L, H)
     last = torch.stack([a[:, -1, :n_s] for a in A_pt])                                     # (L, H, n_s)
@@ -261,7 +262,7 @@ def read_inputs(task: Optional[str], inputs: Optional[Path], n: int) -> List[str
     else:
         texts = [e.prompt for e in text_tasks.corpus_task(task, ROOT / "data" / "corpus").examples("test")]
     if not texts:
-        raise ValueError("no inputs")
+        raise AdapterError("the inputs are empty: give --inputs a file with one input text per line")
     return texts[:n]
 
 
@@ -273,7 +274,7 @@ def diagnose(hf_model: Path, adapter_dir: Path, texts: List[str]) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(hf_model)
     per_input = []
     for text in texts:
-        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([tokenizer(text)["input_ids"]])  # as the model reads text: LLaMA's BOS first, none for GPT-2
         per_input.append(diagnose_input(model, ids, adapter))
     record = summarise(per_input)
     record.update(kind=adapter.kind, n_virtual=adapter.n_virtual, model_type=model.config.model_type)
@@ -288,13 +289,15 @@ def main(argv=None):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--task", choices=text_tasks.TASKS, help="the test prompts of a stand-in text task")
     source.add_argument("--inputs", type=Path, help="a text file, one input per line")
-    parser.add_argument("--n-inputs", type=int, default=64, help="inputs used (default 64)")
+    parser.add_argument("--n-inputs", type=int, default=64, help="inputs used, at least 2 (default 64)")
     parser.add_argument("--out", type=Path, required=True, help="folder for diagnosis.json and diagnosis.png")
     args = parser.parse_args(argv)
+    if args.n_inputs < 2:
+        parser.error(f"--n-inputs {args.n_inputs}: the spread across inputs needs at least 2")
     try:
         texts = read_inputs(args.task, args.inputs, args.n_inputs)
         record = diagnose(args.hf_model, args.adapter, texts)
-    except (ValueError, FileNotFoundError) as e:  # a wrong folder, adapter or input file: say which, no traceback
+    except (AdapterError, FileNotFoundError) as e:  # a wrong folder, adapter or input file: say which, no traceback
         parser.error(str(e))
     record.update(hf_model=shown(args.hf_model), adapter=shown(args.adapter), inputs=args.task or shown(args.inputs))
     args.out.mkdir(parents=True, exist_ok=True)

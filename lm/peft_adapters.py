@@ -36,6 +36,10 @@ CONFIG_FILE = "adapter_config.json"
 SUPPORTED = ("PREFIX_TUNING", "PROMPT_TUNING")
 
 
+class AdapterError(ValueError):
+    """An adapter, model or input the diagnostics cannot use; the message names the problem and the fix."""
+
+
 @dataclass
 class Adapter:
     """A PEFT prompt-learning adapter as the diagnostics read it."""
@@ -95,11 +99,19 @@ def hf_folder_of(family: str, model_folder: Path, base_hf: Optional[Path]) -> Pa
     if family == "gpt2":
         return Path(base_hf or model_folder)
     if base_hf is None:
-        raise ValueError("a LLaMA run needs --base-hf DIR: where the Hugging Face form of its Meta folder is, or is "
+        raise AdapterError("a LLaMA run needs --base-hf DIR: where the Hugging Face form of its Meta folder is, or is "
                          "to be written (python -m llama.convert_hf --to-hf)")
-    if not (Path(base_hf) / "config.json").is_file():
-        from llama.convert_hf import save_hf_checkpoint
+    from llama.checkpoint import read_params
+    from llama.convert_hf import hf_config, save_hf_checkpoint
+    from llama.model import ModelArgs
+    config_path = Path(base_hf) / "config.json"
+    if not config_path.is_file():
         save_hf_checkpoint(str(model_folder), str(base_hf))
+    expected = {k: v for k, v in hf_config(ModelArgs(**read_params(str(model_folder)))).items() if k != "vocab_size"}
+    found = json.loads(config_path.read_text())
+    if any(found.get(k) != v for k, v in expected.items() if k not in ("torch_dtype", "max_position_embeddings")):
+        raise AdapterError(f"{base_hf} holds another model than {model_folder} (its config.json differs); "
+                           "give --base-hf an empty folder to convert into")
     return Path(base_hf)
 
 
@@ -113,18 +125,19 @@ def read_adapter(adapter_dir: Path) -> Adapter:
     config = json.loads(config_path.read_text())
     kind = config.get("peft_type")
     if kind not in SUPPORTED:
-        raise ValueError(f"{adapter_dir} is a {kind} adapter; the paper's diagnostics are for prefix tuning and prompt "
+        raise AdapterError(f"{adapter_dir} is a {kind} adapter; the paper's diagnostics are for prefix tuning and prompt "
                          f"tuning ({' or '.join(SUPPORTED)}), which add positions before the input")
-    if config.get("prefix_projection"):
-        raise ValueError(f"{adapter_dir} was trained with prefix_projection=True and saved as its projection's weights; "
-                         "save it with the projection applied (inference mode) or train with prefix_projection=False")
     weights = load_file(adapter_dir / ADAPTER_FILE)
     if "prompt_embeddings" not in weights:
-        raise ValueError(f"{adapter_dir / ADAPTER_FILE} has no 'prompt_embeddings' (keys: {sorted(weights)[:4]})")
+        raise AdapterError(f"{adapter_dir / ADAPTER_FILE} has no 'prompt_embeddings' (keys: {sorted(weights)[:4]})")
     embeddings = weights["prompt_embeddings"].float()
     n_virtual = config["num_virtual_tokens"]
     if kind == "PROMPT_TUNING":
         return Adapter(kind, n_virtual, embeddings=embeddings, base_model=config.get("base_model_name_or_path", ""))
+    expected = config["num_layers"] * 2 * config["token_dim"]  # PEFT saves the keys and values, projected or not
+    if embeddings.shape != (n_virtual, expected):
+        raise AdapterError(f"{adapter_dir / ADAPTER_FILE} holds prompt_embeddings of shape {tuple(embeddings.shape)}, "
+                           f"but its config describes ({n_virtual}, {expected}) = (num_virtual_tokens, num_layers * 2 * token_dim)")
     keys, values = from_prompt_embeddings(embeddings, config["num_layers"], config["num_attention_heads"])
     return Adapter(kind, n_virtual, keys=keys, values=values, base_model=config.get("base_model_name_or_path", ""))
 

@@ -6,7 +6,8 @@
 How most people prefix-tune today: PEFT's own model wrapper (`get_peft_model` with `PrefixTuningConfig`,
 `prefix_projection` off, so each layer's keys and values at the n_S positions are the parameters) trained by
 `transformers.Trainer`, one seed at a time (`--method prompt`: `PromptTuningConfig`, virtual tokens at the input), on the task's training split with the loss on the target tokens
-(Appendix B's protocol: Adam at lr 0.01, batch 32, by default 3 epochs). Each seed's adapter is saved with
+(Appendix B's settings: Adam at lr 0.01, batch 32, by default 3 epochs; the learning rate stays constant, where
+`lm.prefix_tune` multiplies it by 0.975 every 1,000 steps, which at these lengths changes nothing). Each seed's adapter is saved with
 `save_pretrained` in `<out>/seed<k>/`, and `<out>/manifest.json` records the command, settings, wall times,
 loss curves and the held-out accuracy of each adapter (the label of highest log-probability, as
 `lm.prefix_tune` scores its own prefixes), beside the untuned model and the majority class.
@@ -61,7 +62,7 @@ def label_accuracy(model, tokenizer, examples, labels, batch_size: int = 64) -> 
 
 
 def train_seed(hf_model: Path, items, settings: dict, seed: int, out: Path) -> dict:
-    """One adapter trained by transformers.Trainer; returns its loss curve and wall time."""
+    """One adapter trained by transformers.Trainer and saved in `out`: {"model", "wall_time_s", "loss_curve"}."""
     from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
     set_seed(seed)
@@ -95,7 +96,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hf-model", type=Path, default=ROOT / "models" / "gpt2-standin",
                         help="a Hugging Face GPT-2 folder (default: the stand-in)")
-    parser.add_argument("--task", choices=text_tasks.TASKS, default="classification")
+    parser.add_argument("--task", choices=("classification",), default="classification",
+                        help="the stand-in's classification task (scored by label accuracy)")
     parser.add_argument("--method", choices=("prefix", "prompt"), default="prefix",
                         help="prefix tuning (keys and values in every layer) or prompt tuning (virtual tokens at the input)")
     parser.add_argument("--prefix-len", type=int, default=10, help="n_S: positions the prefix or the virtual tokens take")
@@ -106,8 +108,6 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.task != "classification":
-        parser.error("only the classification task is scored here (label accuracy); use lm.prefix_tune for table_to_text")
     if args.threads:
         torch.set_num_threads(args.threads)
     from peft import PeftModel

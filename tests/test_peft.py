@@ -44,6 +44,11 @@ def test_the_llama_stand_in_survives_the_round_trip_through_hugging_faces_layout
     assert set(weights) == set(original)
     assert all(torch.equal(weights[k], original[k].float()) for k in original)
     assert json.loads((llama_hf / "config.json").read_text())["num_hidden_layers"] == args.n_layers == 6
+    from transformers import AutoTokenizer
+    from llama.tokenizer import Tokenizer
+    text = "TEXT: the tensor is reshaped LABEL:"   # Hugging Face's tokenizer reads text as Meta's does, BOS first
+    assert AutoTokenizer.from_pretrained(llama_hf)(text)["input_ids"] == \
+        Tokenizer(str(STAND_INS["llama"].folder / "tokenizer.model")).encode(text, bos=True, eos=False)
 
 
 @pytest.mark.parametrize("family, run, tolerance", [("gpt2", "gpt2-classification-n10", 1e-5),
@@ -80,8 +85,12 @@ def test_the_identities_hold_for_peft_s_free_keys_and_values_and_the_prefix_reac
     assert tv[0].max() <= 1e-12 < 1e-3 < tv[1:].mean()   # exactly unchanged at layer 0, moved after it
 
 
-def test_the_diagnosis_runs_the_prefix_as_peft_does(tmp_path):
-    folder = peft_adapter(GPT2, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3), tmp_path / "a", seed=1)
+@pytest.mark.parametrize("projection", [False, True])
+def test_the_diagnosis_runs_the_prefix_as_peft_does(projection, tmp_path):
+    """Also for prefix_projection=True, whose saved prompt_embeddings are the projected keys and values."""
+    config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=projection,
+                                encoder_hidden_size=32)
+    folder = peft_adapter(GPT2, config, tmp_path / "a", seed=1)
     model, adapter = dg.load_hf_model(GPT2), pe.read_adapter(folder)
     ours = dg.diagnose_input(model, PROMPTS[:1], adapter)["logits"]
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(GPT2, dtype=torch.float64), str(folder))
