@@ -34,8 +34,8 @@ import torch
 
 from lm import prefix_attention as pa
 from lm import text_tasks
-from lm.peft_adapters import Adapter, AdapterError, read_adapter, shown
-from lm.stand_ins import ROOT
+from lm.peft_adapters import Adapter, AdapterError, read_adapter
+from lm.stand_ins import ROOT, shown
 
 FAMILIES = {  # model_type -> (the decoder layers, the attention output projection inside a layer)
     "gpt2": (lambda m: m.transformer.h, lambda layer: layer.attn.c_proj),

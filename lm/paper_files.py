@@ -20,8 +20,9 @@ from typing import Optional
 
 import torch
 
+from lm.stand_ins import ROOT, shown
+
 ENV_VAR = "PAPER_FILES_DIR"
-ROOT = Path(__file__).resolve().parent.parent
 DART_PREFIX = "llama-7B_DART_Classic_1_1_20230920_223226_9.pt"   # the prefix of the paper's Section 4 figure
 VIRTUAL_TOKENS = "llama_completions.pt"
 LONGER_PREFIXES = "longer_prefixes.pt"
@@ -45,9 +46,7 @@ def available(name: str, where: Optional[Path] = None) -> bool:
 
 def describe_missing(name: str, where: Optional[Path] = None) -> str:
     """Which file was looked for where, for a notebook to print when it is absent."""
-    place = folder(where).resolve()
-    shown = str(place.relative_to(ROOT)) if place.is_relative_to(ROOT) else str(place)
-    return (f"the paper's {name} is not in {shown} (the repository root unless {ENV_VAR} is set); download it from "
+    return (f"the paper's {name} is not in {shown(folder(where))} (the repository root unless {ENV_VAR} is set); download it from "
             "the paper's shared folder (linked from its repository's README) and put it there to use it here")
 
 

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from lm import prefix_attention as pa
 from lm.prefix_tune import load_prefixes
-from lm.stand_ins import ROOT, load_model
+from lm.stand_ins import ROOT, load_model, shown
 
 ADAPTER_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -49,12 +49,6 @@ class Adapter:
     values: Optional[torch.Tensor] = None
     embeddings: Optional[torch.Tensor] = None  # prompt tuning: (n_virtual, dim)
     base_model: str = ""
-
-
-def shown(path: Path) -> str:
-    """A path as records keep it: relative to the repository when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def rotate_half_order(head_dim: int) -> torch.Tensor:

@@ -25,9 +25,8 @@ from typing import List
 import torch
 
 from lm import text_tasks
-from lm.peft_adapters import shown
 from lm.prefix_tune import majority, parse_seeds
-from lm.stand_ins import ROOT, load_gpt2
+from lm.stand_ins import ROOT, load_gpt2, shown
 from mingpt.checkpoint import sha256
 
 

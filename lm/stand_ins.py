@@ -37,6 +37,12 @@ STAND_INS = {
 }
 
 
+def shown(path) -> str:
+    """A path as records and notebooks show it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def stand_in(family: str) -> StandIn:
     if family not in STAND_INS:
         raise ValueError(f"unknown model family {family!r}; choose from {sorted(STAND_INS)}")
