@@ -66,7 +66,6 @@ def train_seed(hf_model: Path, items, settings: dict, seed: int, out: Path) -> d
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
     set_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(hf_model, dtype=torch.float32)
-    base.config.name_or_path = shown(hf_model)  # what the adapter records as its base model
     if settings["method"] == "prefix":
         config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=settings["prefix_len"], prefix_projection=False)
     else:
@@ -84,6 +83,10 @@ def train_seed(hf_model: Path, items, settings: dict, seed: int, out: Path) -> d
     trainer.train()
     wall = time.time() - start
     model.save_pretrained(str(out))
+    config_path = out / "adapter_config.json"        # the base model as records keep it, not this machine's path
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = shown(hf_model)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out / "trainer", ignore_errors=True)  # the Trainer's scratch folder (nothing is saved there)
     (out / "README.md").unlink(missing_ok=True)          # PEFT's empty model-card template
     curve = [[entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry]
