@@ -1,4 +1,27 @@
-"""The LLaMA transformer (Meta's reference layout) with prefix-tuning, virtual-token and recording hooks."""
+"""The LLaMA transformer in Meta's reference layout, with prefix-tuning, virtual-token and recording hooks.
+
+The architecture is Meta's reference `llama/model.py` (RMSNorm, rotary embeddings, SwiGLU, fairscale's
+model-parallel layers, a key/value cache, grouped-query attention as in Llama 2), written anew; the
+checkpoints are Meta's. Every difference from it is listed here and marked on the line that makes it,
+with one of four markers:
+
+`# prefix-tuning:` the paper's mechanism (Petrov, Torr, Bibi 2024, Section 4)
+  * `forward(prefix=...)`: the prefix takes positions 0..prefix_len-1 of the first chunk; in every layer
+    the input to attention at those positions is prefix[l], shared (n_layers, prefix_len, dim) or per
+    sample; only the content positions go on to the next layer, so logits are for the chunk only;
+    `prefix_shape`, `expand_prefix`;
+  * the cache remembers where a cached prefix ends and refuses a chunk that starts inside it.
+`# paper:` another change the paper's experiments need
+  * `forward(input_embeds=...)`: virtual tokens (Section 3), embeddings placed before the tokens (`embed`).
+`# hook:` recording points, identities unless recorded (`recording.record`, shared with minGPT's GPT):
+  attention probabilities, each head's output, what attention adds to the residual stream.
+`# engineering:` additions that change no result
+  * rotary embedding in real arithmetic from float64 tables (the reference multiplies complex64 numbers);
+    norms, rotary and softmax in at least float32, float64 kept (for the float64 identity checks);
+  * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
+  * a checked cache: training passes neither read nor write it, and chunk, batch and length are checked;
+  * `logits_to_keep`: the logits of the last n positions only.
+"""
 
 import math
 from dataclasses import dataclass
@@ -37,7 +60,7 @@ def ffn_hidden_dim(args: ModelArgs) -> int:
     return args.multiple_of * math.ceil(hidden_dim / args.multiple_of)
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:  # engineering
     """Precision for norms and softmax: at least float32, float64 stays float64."""
     return torch.promote_types(dtype, torch.float32)
 
@@ -54,14 +77,14 @@ class RMSNorm(nn.Module):
         return normed.type_as(x) * self.weight
 
 
-def rotary_tables(head_dim: int, n_positions: int, theta: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(head_dim: int, n_positions: int, theta: float) -> Tuple[torch.Tensor, torch.Tensor]:  # engineering
     """cos and sin of the rotary angles, each (n_positions, head_dim // 2), in float64."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.outer(torch.arange(n_positions, dtype=torch.float64), inv_freq)
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:  # engineering: real arithmetic
     """Rotate each pair (x[2i], x[2i+1]) by its position's angle, in at least float32 (as Meta's reference,
     which rotates in complex64 and casts back), so half-precision models round only the result.
 
@@ -128,7 +151,7 @@ class Attention(nn.Module):
         xv = self.wv(x).view(bsz, seqlen, self.n_local_kv_heads, self.head_dim)
         xq, xk = apply_rotary(xq, cos, sin), apply_rotary(xk, cos, sin)
 
-        if use_cache:
+        if use_cache:  # engineering: inference passes only (Transformer.start_chunk)
             self.cache_k[:bsz, start_pos : start_pos + seqlen] = xk
             self.cache_v[:bsz, start_pos : start_pos + seqlen] = xv
             xk = self.cache_k[:bsz, : start_pos + seqlen]
@@ -143,7 +166,7 @@ class Attention(nn.Module):
                 scores = scores + mask
             probs = self.attention_probs(F.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype)).type_as(xq))
             output = probs @ values
-        else:
+        else:  # engineering: fused attention when nothing is recorded
             output = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
         output = self.head_outputs(output.transpose(1, 2))
         return self.wo(output.reshape(bsz, seqlen, -1))
@@ -199,12 +222,12 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(params) for _ in range(params.n_layers))
         self.norm = RMSNorm(params.dim, eps=params.norm_eps)
         self.output = ColumnParallelLinear(params.dim, params.vocab_size, bias=False)
-        # Plain attributes, not buffers: Module.to(dtype) must not round the float64 tables.
+        # engineering: plain attributes, not buffers: Module.to(dtype) must not round the float64 tables.
         self.rope_cos, self.rope_sin = rotary_tables(
             params.dim // params.n_heads, params.max_seq_len, params.rope_theta
         )
-        self.cache_len = 0  # positions 0..cache_len-1 hold keys and values of the current sequence
-        self.cache_batch = 0  # rows of the cache that hold them
+        self.cache_len = 0  # engineering: positions 0..cache_len-1 hold keys and values of the current sequence
+        self.cache_batch = 0  # engineering: rows of the cache that hold them
         self.cache_prefix_len = 0  # prefix-tuning: the first cache_prefix_len cached positions are the prefix
 
     def forward(
@@ -225,12 +248,12 @@ class Transformer(nn.Module):
         start_pos = prefix_len + seqlen. Logits are returned for the chunk, not for the prefix;
         logits_to_keep=n > 0 returns those of its last n positions only.
         """
-        h = self.embed(tokens, input_embeds)  # (bsz, seqlen, dim)
+        h = self.embed(tokens, input_embeds)  # paper: virtual tokens, then the tokens; (bsz, seqlen, dim)
         bsz, seqlen, _ = h.shape
         prefix = self.expand_prefix(prefix, bsz)  # prefix-tuning: (bsz, n_layers, prefix_len, dim) or None
         prefix_len = 0 if prefix is None else prefix.shape[2]  # prefix-tuning: positions taken by the prefix
         total_len = prefix_len + seqlen
-        use_cache = self.start_chunk(bsz, start_pos, total_len, prefix_len)
+        use_cache = self.start_chunk(bsz, start_pos, total_len, prefix_len)  # engineering: the checked cache
 
         cos = self.rope_cos[start_pos : start_pos + total_len].to(h.device, compute_dtype(h.dtype))
         sin = self.rope_sin[start_pos : start_pos + total_len].to(h.device, compute_dtype(h.dtype))
@@ -240,7 +263,7 @@ class Transformer(nn.Module):
                 h = torch.cat([prefix[:, layer_id].to(h.dtype), h], dim=1)
             h = layer(h, start_pos, cos, sin, mask, use_cache)
             h = h[:, prefix_len:]  # prefix-tuning: only the content positions go on to the next layer
-        if logits_to_keep:
+        if logits_to_keep:  # engineering: logits_to_keep
             h = h[:, -logits_to_keep:]
         h = self.norm(h)
         return self.output(h).to(compute_dtype(h.dtype))
@@ -253,7 +276,7 @@ class Transformer(nn.Module):
     def embed(self, tokens: Optional[torch.Tensor], input_embeds: Optional[torch.Tensor]) -> torch.Tensor:
         """Virtual tokens (given as embeddings) followed by the embeddings of the token ids."""
         parts = []
-        if input_embeds is not None:  # virtual tokens: embeddings given directly
+        if input_embeds is not None:  # paper: virtual tokens, embeddings given directly
             if input_embeds.dim() != 3 or input_embeds.shape[-1] != self.params.dim:
                 raise ValueError(
                     f"input_embeds has shape {tuple(input_embeds.shape)}; virtual tokens are given as "
@@ -293,7 +316,7 @@ class Transformer(nn.Module):
             raise ValueError(f"prefix has shape {tuple(prefix.shape)}; expected {expected}")
         return prefix
 
-    def start_chunk(self, bsz: int, start_pos: int, total_len: int, prefix_len: int) -> bool:
+    def start_chunk(self, bsz: int, start_pos: int, total_len: int, prefix_len: int) -> bool:  # engineering
         """Check a chunk against the cache and record what it will hold; returns whether to use the cache."""
         params = self.params
         if bsz > params.max_batch_size or start_pos + total_len > params.max_seq_len:

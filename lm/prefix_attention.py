@@ -8,9 +8,10 @@ sum_k A^pt_ik W_V s_k that it induces.
 """
 
 import math
-from typing import List
+from typing import Dict, List, Optional, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from llama.model import apply_rotary
 from lm.text_tasks import pad_right
@@ -48,6 +49,15 @@ def percentile_gap(weights: torch.Tensor, low: float = 0.01, high: float = 0.99)
 def effective_positions(weights: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of each renormalised distribution over the prefix positions (1 = one position, n_S = all)."""
     return torch.exp(-(weights * weights.clamp_min(1e-300).log()).sum(-1))
+
+
+def density(samples: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """A Gaussian kernel density estimate of 1-d `samples` on `grid` (Scott's bandwidth, at least 1e-3 so that
+    a nearly constant weight still draws a visible peak)."""
+    samples = samples.double().flatten()
+    width = max(samples.std().item() * len(samples) ** -0.2, 1e-3)
+    z = (grid.double()[:, None] - samples[None, :]) / width
+    return torch.exp(-0.5 * z ** 2).mean(1) / (width * math.sqrt(2 * math.pi))
 
 
 def effective_rank(vectors: torch.Tensor, centred: bool = False) -> float:
@@ -111,32 +121,57 @@ def prefix_biases(attention: torch.Tensor, values: torch.Tensor) -> torch.Tensor
     return torch.einsum("nlhk,lhkd->nlhd", attention, values)
 
 
-def appendix_b_measures(model, prompts: List[List[int]], prefixes: torch.Tensor, pad_id: int) -> dict:
-    """Appendix B's measures of a set of prefixes (n_prefixes, n_layers, n_S, dim) on a set of prompts, from the
-    last token's attention to the prefix positions, each as a list over layers:
-
-    * ``gap_over_heads``: the 1st-99th percentile gap across inputs of each position's renormalised attention,
-      averaged over heads, positions and prefixes; ``gap_head_l_of_layer_l``: the same for head L of layer L
-      only (the companion code's indexing); ``gap_per_head``: (layers, heads), averaged over positions and
-      prefixes;
-    * ``prefix_share``: the attention the last token gives the prefix in all, averaged over inputs, heads and
-      prefixes;
-    * ``effective_positions``: exp(entropy) of the renormalised attention, averaged over inputs, heads, prefixes;
-    * ``effective_rank`` and ``effective_rank_centred``: of each prefix's induced biases at the last token over
-      the inputs (inputs x head_dim per layer and head), averaged over heads and prefixes, uncentred and
-      with the biases' mean over inputs removed first.
-    """
-    attention = torch.stack([last_token_prefix_attention(model, prompts, p, pad_id) for p in prefixes])  # (P, N, L, H, n)
+def prefix_measures(attention: torch.Tensor, biases: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Appendix B's measures of one prefix, from its last-token attention (n_inputs, n_layers, n_heads, n_S)
+    and the biases it induces (n_inputs, n_layers, n_heads, head_dim): ``gap`` (layers, heads), the 1st-99th
+    percentile gap across inputs of each position's renormalised attention, averaged over positions;
+    ``prefix_share`` (layers,), the attention given to the prefix in all; ``effective_positions`` (layers,);
+    ``effective_rank`` and ``effective_rank_centred`` (layers, heads) of the biases over the inputs."""
     weights = renormalised(attention)
-    gaps = torch.stack([percentile_gap(w) for w in weights])                                        # (P, L, H, n)
-    n_layers, n_heads = gaps.shape[1], gaps.shape[2]
-    biases = torch.stack([prefix_biases(a, prefix_values(model, p)) for a, p in zip(attention, prefixes)])  # (P, N, L, H, hd)
-    rank = lambda centred: torch.tensor([[[effective_rank(biases[p, :, layer, head], centred) for head in range(n_heads)]
-                                          for layer in range(n_layers)] for p in range(len(prefixes))]).mean((0, 2))
-    return {"n_inputs": len(prompts), "n_prefixes": len(prefixes),
-            "gap_over_heads": gaps.mean((0, 2, 3)).tolist(),
-            "gap_head_l_of_layer_l": [gaps[:, layer, layer % n_heads].mean().item() for layer in range(n_layers)],
-            "gap_per_head": gaps.mean((0, 3)).tolist(),
-            "prefix_share": attention.sum(-1).mean((0, 1, 3)).tolist(),
-            "effective_positions": effective_positions(weights).mean((0, 1, 3)).tolist(),
-            "effective_rank": rank(False).tolist(), "effective_rank_centred": rank(True).tolist()}
+    n_layers, n_heads = attention.shape[1:3]
+    rank = lambda centred: torch.tensor([[effective_rank(biases[:, layer, head], centred) for head in range(n_heads)]
+                                         for layer in range(n_layers)], dtype=torch.float64)
+    return {"gap": percentile_gap(weights).mean(-1), "prefix_share": attention.sum(-1).mean((0, 2)),
+            "effective_positions": effective_positions(weights).mean((0, 2)),
+            "effective_rank": rank(False), "effective_rank_centred": rank(True)}
+
+
+def summarise_measures(per_prefix: List[Dict[str, torch.Tensor]]) -> dict:
+    """`prefix_measures` of a set of prefixes averaged over the prefixes, each as a list over layers:
+
+    * ``gap_over_heads``: the percentile gap averaged over heads; ``gap_head_l_of_layer_l``: of head L of
+      layer L only (the companion code's indexing); ``gap_per_head``: (layers, heads); ``gap_over_heads_per_prefix``:
+      (prefixes, layers), the spread behind the mean;
+    * ``prefix_share``, ``effective_positions``;
+    * ``effective_rank`` and ``effective_rank_centred``, averaged over heads: uncentred, a mean bias shared by
+      all inputs counts as one direction; centred, the directions in which the bias varies with the input.
+    """
+    mean = {key: torch.stack([m[key] for m in per_prefix]).mean(0) for key in per_prefix[0]}
+    gap = mean["gap"]                                                                       # (L, H)
+    n_layers, n_heads = gap.shape
+    return {"n_prefixes": len(per_prefix),
+            "gap_over_heads": gap.mean(1).tolist(),
+            "gap_head_l_of_layer_l": [gap[layer, layer % n_heads].item() for layer in range(n_layers)],
+            "gap_per_head": gap.tolist(),
+            "gap_over_heads_per_prefix": [m["gap"].mean(1).tolist() for m in per_prefix],
+            "prefix_share": mean["prefix_share"].tolist(),
+            "effective_positions": mean["effective_positions"].tolist(),
+            "effective_rank": mean["effective_rank"].mean(1).tolist(),
+            "effective_rank_centred": mean["effective_rank_centred"].mean(1).tolist()}
+
+
+def appendix_b_measures(model, prompts: List[List[int]], prefixes: torch.Tensor, pad_id: int,
+                        subsets: Optional[Dict[str, Sequence[int]]] = None, progress: bool = False) -> dict:
+    """Appendix B's measures (`summarise_measures`) of prefixes (n_prefixes, n_layers, n_S, dim) on prompts,
+    from the last token's attention to the prefix positions. With `subsets` ({name: indices into prompts}) the
+    attention is computed once and the measures are returned per subset: {name: measures}."""
+    chosen = subsets or {"all": range(len(prompts))}
+    per_prefix = {name: [] for name in chosen}
+    for prefix in tqdm(prefixes, desc="prefixes", disable=not progress):
+        attention = last_token_prefix_attention(model, prompts, prefix, pad_id)            # (N, L, H, n)
+        biases = prefix_biases(attention, prefix_values(model, prefix))                   # (N, L, H, hd)
+        for name, rows in chosen.items():
+            rows = torch.as_tensor(list(rows))
+            per_prefix[name].append(prefix_measures(attention[rows], biases[rows]))
+    measures = {name: {"n_inputs": len(chosen[name]), **summarise_measures(m)} for name, m in per_prefix.items()}
+    return measures if subsets else measures["all"]

@@ -22,7 +22,9 @@ The run folder (`--out`, default `results/prefix_tuning/<family>-<task>-n<prefix
 loss curves, the sha256 of every input and output, and the held-out metric of the untuned model, of the
 majority class for classification, and of each prefix). Training resumes from its state in
 `<out>/training/` after an interruption (small: the prefixes and their optimiser state, so a run in
-progress can be committed and resumed elsewhere); the state is deleted when the run is done.
+progress can be committed and resumed elsewhere); the state is deleted when the run is done. A folder
+that holds a finished run (a manifest and no training state) is replaced only with `--force`: the
+committed runs are read by the notebooks.
 
 `--eval-every N` evaluates every prefix on the validation split every N steps (the learning curve, kept
 in the manifest with the prefixes at each of those steps in `prefixes_by_step.pt`). `--epochs E` sets the
@@ -247,6 +249,9 @@ def run(args) -> Dict:
         task.examples("validation")  # --eval-every reads it: a task without one fails here, not mid-run
     run_name = f"{family}-{args.task}-n{args.prefix_len}"
     out = args.out or ROOT / "results" / "prefix_tuning" / run_name
+    if (out / "manifest.json").exists() and not (out / "training" / "train_state.pt").exists() and not args.force:
+        raise FileExistsError(f"{out} holds a finished run (its manifest.json), which notebooks and records may read: "
+                              "pass --out another folder, or --force to replace it")
     rows = len(args.seeds) * args.batch_size
     model, tokenizer, folder = load(family, args.llama or args.gpt2 or None, rows, args.max_seq_len, args.device)
     eos = args.task == "table_to_text"
@@ -360,6 +365,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--until-plateau", type=float, default=0, metavar="MAX_EPOCHS",
                    help="with --epochs and --eval-every: go on until validation plateaus, at most MAX_EPOCHS")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate on the validation split every N steps (0: never)")
+    p.add_argument("--force", action="store_true", help="replace a finished run in --out (default: refuse)")
     p.add_argument("--max-hours", type=float, default=0,
                    help="with --until-plateau: also stop at the first evaluation after this much training time")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step, each prefix (default 32)")

@@ -9,8 +9,8 @@ complete model folder `<out>/step<N>/` in the same layout and precision as the f
 measure how a property grows with the model's quality (`lm.virtual_tokens`'s checkpoint sweep).
 
 Training goes through the project's one training loop (`mingpt.trainer.train`): AdamW, warm-up and
-cosine decay, seeded, with a tqdm bar, and resumable from its state under `runs/lm/<model folder name>/` (run the
-same command again after an interruption). fp32 on the CPU, bf16 autocast on a GPU. The tokenizer must
+cosine decay, seeded, with a tqdm bar, and resumable from its state in `<out>/training/` (run the same
+command again after an interruption; the state is deleted once the model is saved). fp32 on the CPU, bf16 autocast on a GPU. The tokenizer must
 already be in the model folder (`python -m lm.train_tokenizers`). The model is saved in half precision
 after checking that the held-out perplexity is unchanged, with a manifest.json (command, seed, hardware,
 wall time, tokens seen, held-out perplexity, sha256).
@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -41,7 +42,7 @@ def settings(folder: Path, iters: int, seed: int, device: str) -> TrainSettings:
     return TrainSettings(method="pretrain", max_iters=iters, batch_size=16, learning_rate=3e-3,
                          betas=(0.9, 0.95), weight_decay=0.1, grad_clip=1.0, lr_schedule="cosine",
                          warmup_iters=100, seed=seed, autocast_bf16=device.startswith("cuda"),
-                         checkpoint_path=str(ROOT / "runs" / "lm" / folder.name / "train_state.pt"),
+                         checkpoint_path=str(folder / "training" / "train_state.pt"),
                          checkpoint_every=100, log_every=50)
 
 
@@ -185,6 +186,7 @@ def main(argv=None):
                                                          ("tokenizer.model", "vocab.json", "merges.txt")]},
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    shutil.rmtree(folder / "training", ignore_errors=True)   # the run is done: its resumable state goes
     print(json.dumps({k: manifest[k] for k in ("steps", "tokens_seen", "perplexity", "perplexity_fp32")}, indent=2))
     return 0
 

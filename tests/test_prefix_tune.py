@@ -164,6 +164,12 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert "invalid choice: 'sentiment'" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"pass both --train and --test"):
         prefix_tune.main(["--task", "classification", "--gpt2", "--train", str(tmp_path / "t.csv")])
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "manifest.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"finished holds a finished run \(its manifest.json\), which notebooks "
+                                              r"and records may read: pass --out another folder, or --force to replace it"):
+        prefix_tune.main(["--task", "classification", "--gpt2", "--out", str(finished)])
     with pytest.raises(ValueError, match=r"--seeds '1,1' repeats a seed"):
         prefix_tune.parse_seeds("1,1")
     with pytest.raises(ValueError, match=r"--seeds '3-1': the range '3-1' runs backwards"):
@@ -198,10 +204,6 @@ def test_committed_metric_reproduces_from_the_committed_prefix(manifest_path):
     assert metrics[manifest["metric"]] == pytest.approx(manifest["prefixes"][0][manifest["metric"]], abs=1e-9)
 
 
-if __name__ == "__main__":
-    worker(*sys.argv[1:])
-
-
 def test_the_plateau_rule_reads_the_last_fifth_of_the_steps():
     from lm.prefix_tune import plateaued
     rising = [(10, [20.0, 30.0]), (20, [30.0, 40.0]), (30, [40.0, 50.0]), (40, [41.0, 51.0]), (50, [42.0, 52.0])]
@@ -210,3 +212,7 @@ def test_the_plateau_rule_reads_the_last_fifth_of_the_steps():
     assert plateaued(rising[:-1] + [(50, [41.2, 51.2])])          # 46 -> 46.2: gained 0.2
     assert plateaued(rising[:-1] + [(50, [30.0, 40.0])])          # fell: no gain
     assert not plateaued([(10, [5.0])])                            # nothing earlier to compare with
+
+
+if __name__ == "__main__":
+    worker(*sys.argv[1:])

@@ -1,19 +1,25 @@
 """A minGPT-style GPT with prefix-tuning hooks.
 
-The architecture is the GPT-2 one (pre-LayerNorm blocks, causal self-attention, GELU MLP, learned
-positions, dropout). Changes for the paper (Petrov, Torr, Bibi 2024) are marked `# prefix-tuning:`
-or `# hook:` on the line that makes them:
+The architecture is Karpathy's minGPT `model.py` (GPT-2's: pre-LayerNorm blocks, causal self-attention,
+tanh-GELU MLP, learned positions, dropout, GPT-2's initialisation), written anew. Every difference from it
+is listed here and marked on the line that makes it, with one of four markers:
 
-* prefix-tuning in the paper's parametrisation: the prefix takes positions 0..prefix_len-1 (the
-  paper's n_S) before the input tokens, and in every layer the input to the attention block at those
-  positions is a learned vector, shared by the batch ``(n_layer, prefix_len, n_embd)`` or one per sample
-  ``(B, n_layer, prefix_len, n_embd)``; logits are returned for the input tokens only (the README's
-  design notes state this convention, which LLaMA's model shares);
-* an option to drop the LayerNorm before attention (the paper's experiment B model);
-* hook points that record attention probabilities, per-head outputs and attention-block outputs,
-  free when nothing is recorded: `record(model, "attention_probs", ...)`, shared with LLaMA's model
-  (`recording`);
-* `generate` with a key/value cache.
+`# prefix-tuning:` the paper's mechanism (Petrov, Torr, Bibi 2024, Section 4)
+  * `forward(prefix=...)`: the prefix takes positions 0..prefix_len-1 (the paper's n_S) before the input
+    tokens; in every layer the input to the attention block at those positions is a learned vector, shared
+    by the batch ``(n_layer, prefix_len, n_embd)`` or one per sample ``(B, n_layer, prefix_len, n_embd)``;
+    only the token positions go on to the MLP and the next layer, so logits are for the tokens only (the
+    convention LLaMA's model shares); `prefix_shape`, `_check_prefix`.
+`# paper:` another change the paper's experiments need
+  * `GPTConfig.attn_layernorm=False`: no LayerNorm before attention (experiment B's model).
+`# hook:` recording points, identities unless recorded (`recording.record`, shared with LLaMA's model):
+  attention probabilities, each head's output, what attention adds to the residual stream.
+`# engineering:` additions that change no result
+  * a key/value cache for `generate` (minGPT recomputes the whole sequence at each new token);
+  * `logits_to_keep` (and the attention's `queries_from`): the last layer computes only the positions
+    whose logits are kept;
+  * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
+  * `layer_norm_eps` and `check_config`, so that GPT-2's and the paper's checkpoints load exactly.
 """
 
 import math
@@ -35,8 +41,8 @@ class GPTConfig:
     n_head: int = 1
     n_embd: int = 96
     dropout: float = 0.1
-    attn_layernorm: bool = True     # False: no LayerNorm before attention (the paper's experiment B)
-    layer_norm_eps: float = 1e-5
+    attn_layernorm: bool = True     # paper: False drops the LayerNorm before attention (experiment B)
+    layer_norm_eps: float = 1e-5    # engineering: GPT-2's, stated so that checkpoints load exactly
 
 
 LayerCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: (B, n_head, T_cached, head_dim)
@@ -54,16 +60,16 @@ class CausalSelfAttention(nn.Module):
         self.attention_probs = HookPoint()  # hook: (B, n_head, T, T_keys)
         self.head_outputs = HookPoint()     # hook: (B, T, n_head, head_dim), each head's sum_j A_ij v_j
 
-    def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None, queries_from: int = 0
-                ) -> Tuple[torch.Tensor, LayerCache]:
+    def forward(self, x: torch.Tensor, cache: Optional[LayerCache] = None,  # engineering: the cache
+                queries_from: int = 0) -> Tuple[torch.Tensor, LayerCache]:      # engineering: queries_from
         """x (B, T, C) -> output (B, T - queries_from, C): keys and values come from every position,
         queries only from positions queries_from.. (the others' outputs would be discarded)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        q = q[:, :, queries_from:]
+        q = q[:, :, queries_from:]  # engineering: only the queries whose outputs are kept
         T = q.size(2)
-        if cache is not None:  # keys and values of earlier positions come from the cache
+        if cache is not None:  # engineering: keys and values of earlier positions come from the cache
             k = torch.cat([cache[0], k], dim=2)
             v = torch.cat([cache[1], v], dim=2)
         start = k.size(2) - T  # position of the first query
@@ -73,7 +79,7 @@ class CausalSelfAttention(nn.Module):
             att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
             att = self.attention_probs(att.masked_fill(~mask, float("-inf")).softmax(dim=-1))
             y = F.dropout(att, dropout_p, self.training) @ v
-        elif start == 0:
+        elif start == 0:  # engineering: fused attention when nothing is recorded
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             mask = None if T == 1 else _causal_mask(T, start, x.device)
@@ -102,7 +108,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        # prefix-tuning: experiment B's model has no LayerNorm before attention
+        # paper: experiment B's model has no LayerNorm before attention
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps) if config.attn_layernorm else nn.Identity()
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
@@ -117,10 +123,10 @@ class Block(nn.Module):
         if layer_prefix is not None:  # prefix-tuning: prefix[l] is the attention input at positions 0..prefix_len-1
             prefix_len = layer_prefix.size(-2)
             x = torch.cat([layer_prefix.expand(x.size(0), -1, -1).to(x.dtype), x], dim=1)
-        queries_from = prefix_len + outputs_from if outputs_from else 0  # all positions (recorded), or the outputs
+        queries_from = prefix_len + outputs_from if outputs_from else 0  # engineering: all, or the kept outputs
         attn_out, new_cache = self.attn(self.ln_1(x), cache, queries_from=queries_from)
         x = x[:, queries_from:] + self.attention_output(attn_out)
-        x = x[:, prefix_len + outputs_from - queries_from:]  # prefix-tuning: only the tokens go on
+        x = x[:, prefix_len + outputs_from - queries_from:]  # prefix-tuning: only the tokens go on to the MLP
         x = x + self.mlp(self.ln_2(x))
         return x, new_cache
 
@@ -176,11 +182,11 @@ class GPT(nn.Module):
 
     def _forward(self, idx, prefix, cache, logits_to_keep=0):
         B, T = idx.shape
-        if not 0 <= logits_to_keep <= T:
+        if not 0 <= logits_to_keep <= T:  # engineering: logits_to_keep
             raise ValueError(f"logits_to_keep={logits_to_keep} must lie in 0..T={T} (0 keeps every position)")
-        start = cache[0][0].size(2) if cache else 0  # cached positions, the prefix's included
-        prefix = self._check_prefix(prefix, B, start)
-        first = start + (0 if prefix is None else prefix.size(-2))  # position of the first token
+        start = cache[0][0].size(2) if cache else 0  # engineering: cached positions, the prefix's included
+        prefix = self._check_prefix(prefix, B, start)  # prefix-tuning
+        first = start + (0 if prefix is None else prefix.size(-2))  # prefix-tuning: the tokens follow the prefix
         if first + T > self.config.block_size:
             raise ValueError(f"sequence of {first + T} positions (prefix and cache included) exceeds block_size="
                              f"{self.config.block_size}; build the model with a larger GPTConfig.block_size")
@@ -189,7 +195,7 @@ class GPT(nn.Module):
         new_cache = []
         last = self.config.n_layer - 1
         for layer, block in enumerate(self.transformer.h):
-            layer_prefix = None if prefix is None else prefix[..., layer, :, :]  # prefix-tuning
+            layer_prefix = None if prefix is None else prefix[..., layer, :, :]  # prefix-tuning: layer l's prefix
             outputs_from = T - logits_to_keep if layer == last and logits_to_keep else 0
             x, layer_cache = block(x, layer_prefix, cache[layer] if cache else None, outputs_from)
             new_cache.append(layer_cache)
@@ -221,7 +227,7 @@ class GPT(nn.Module):
                  do_sample: bool = False, temperature: float = 1.0, top_k: Optional[int] = None,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Extend idx (B, T) by max_new_tokens tokens, greedy or sampled, with a key/value cache."""
-        cache: List[LayerCache] = []
+        cache: List[LayerCache] = []  # engineering: one pass over the prompt, then one position at a time
         logits, _ = self(idx, prefix=prefix, cache=cache)
         out = [idx]
         for step in range(max_new_tokens):
@@ -243,7 +249,7 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def check_config(saved: dict, config: GPTConfig, source: str = "checkpoint"):
+def check_config(saved: dict, config: GPTConfig, source: str = "checkpoint"):  # engineering
     """Raise a clear error when a saved model configuration differs from `config`."""
     expected = asdict(config)
     diffs = {k: (saved.get(k), v) for k, v in expected.items() if k != "dropout" and saved.get(k) != v}

@@ -6,7 +6,7 @@
 
 Trains one component on the profile's stored pretrained model of the experiment and seed or, with
 --model, on a model of that shape pretrained with the profile's pretraining phase (its sample count
-set by --pretrain-samples) and cached under runs/probe/. The component trains with the profile's
+set by --pretrain-samples) and cached under <root>/runs/probe/ (--root, default the repository). The component trains with the profile's
 phase for it, with the given samples and peak learning rate: a prefix with the phase of the
 experiment's prefix of that task (else of its last prefix group), starting from that prefix's init
 (with --restart K, from the experiment's init for restart K); a LoRA with the experiment's LoRA phase
@@ -64,7 +64,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
     if model:  # another shape: pretrained (once) into runs/probe/, never into the committed checkpoints
         spec = replace(spec, model=parse_model(model),
                        pretrain=replace(spec.pretrain, samples=pretrain_samples or spec.pretrain.samples))
-        root = REPO / "runs" / "probe" / f"{model.replace('/', 'x')}-{spec.pretrain.samples}"
+        root = (root or REPO) / "runs" / "probe" / f"{model.replace('/', 'x')}-{spec.pretrain.samples}"
         runner = Runner(profile, root=root, progress=progress)
         runner.specs[experiment] = spec
     base = runner.pretrained(spec, seed)
@@ -136,13 +136,16 @@ def main(argv=None):
     parser.add_argument("--eval-samples", type=int, default=640, help="test inputs per evaluation along the way")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "probes", help="where the record goes")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="a checkout whose checkpoints are read and under whose runs/ a --model is pretrained "
+                             "(default: this repository)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     record = probe(args.experiment, args.method, args.task, args.samples, args.lr, args.profile, args.seed,
                    args.model, args.pretrain_samples, args.evals, args.eval_samples, not args.no_progress,
-                   restart=args.restart, batch_size=args.batch_size)
+                   root=args.root, restart=args.restart, batch_size=args.batch_size)
     name = (f"{args.profile}_{args.experiment}{args.seed}_{record['model'].replace('/', 'x')}_{args.method}_{args.task}"
             f"_{args.samples}_lr{args.lr:g}" + (f"_b{args.batch_size}" if args.batch_size else "")
             + (f"_restart{args.restart}" if args.restart else ""))
