@@ -16,8 +16,15 @@ from typing import List, Optional, Tuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from llama.checkpoint import (CheckpointError, StateDict, checkpoint_params, load_shard, read_params, save_checkpoint,
-                              shard_paths)
+from llama.checkpoint import (
+    CheckpointError,
+    StateDict,
+    checkpoint_params,
+    load_shard,
+    read_params,
+    save_checkpoint,
+    shard_paths,
+)
 from llama.model import ModelArgs, ffn_hidden_dim
 from llama.shards import merge_shards, split_state_dict
 

@@ -20,7 +20,8 @@ with one of four markers:
     norms, rotary and softmax in at least float32, float64 kept (for the float64 identity checks);
   * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
   * a checked cache: training passes neither read nor write it, and chunk, batch and length are checked;
-  * `logits_to_keep`: the logits of the last n positions only.
+  * `logits_to_keep`: the logits of the last n positions only;
+  * `LORA_TARGETS` and `blocks`, what `core.lora` adapts (on one model-parallel process).
 """
 
 import math
@@ -30,7 +31,11 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from fairscale.nn.model_parallel import initialize as fs_init
-from fairscale.nn.model_parallel.layers import ColumnParallelLinear, ParallelEmbedding, RowParallelLinear
+from fairscale.nn.model_parallel.layers import (
+    ColumnParallelLinear,
+    ParallelEmbedding,
+    RowParallelLinear,
+)
 from torch import nn
 
 from llama.distributed import setup_model_parallel
@@ -213,6 +218,10 @@ class Transformer(nn.Module):
     torch.inference_mode) fill the cache so that a later chunk can start at start_pos > 0.
     """
 
+    # engineering: the linear layers of a block that each LoRA target adapts (`core.lora`)
+    LORA_TARGETS = {"mlp": ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3"), "attn_out": ("attention.wo",),
+                    "attn_qkv": ("attention.wq", "attention.wk", "attention.wv")}
+
     def __init__(self, params: ModelArgs):
         super().__init__()
         setup_model_parallel()
@@ -293,6 +302,11 @@ class Transformer(nn.Module):
                 "each row's virtual tokens precede that row's tokens"
             )
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, first to last (what LoRA and the analyses walk)."""
+        return self.layers
 
     def prefix_shape(self, prefix_len: int) -> Tuple[int, int, int]:
         """Prefix-tuning: the shape of a prefix of prefix_len positions, (n_layers, prefix_len, dim)."""

@@ -24,12 +24,13 @@ from typing import Dict, List, Optional
 
 import torch
 
+from core.checkpoint import sha256
+from core.loop import initial_prefixes
+from core.records import ROOT, shown
 from lm import prefix_attention as pa
 from lm import text_tasks
 from lm.prefix_tune import load_prefixes
-from lm.stand_ins import ROOT, load_gpt2, shown
-from mingpt.checkpoint import sha256
-from mingpt.trainer import initial_prefixes
+from lm.stand_ins import load_gpt2
 
 DEFAULT_RUN = ROOT / "results" / "prefix_tuning" / "gpt2-classification-n10"
 DEFAULT_OUT = ROOT / "results" / "appendix_b" / "longer_prefixes.json"

@@ -25,7 +25,7 @@ import types
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional
 
 MIN_CHARS = 40
 MAX_CHARS = 20_000           # a longer docstring is cut at a paragraph boundary before this

@@ -32,10 +32,10 @@ from typing import Dict, List, Optional
 
 import torch
 
+from core.records import ROOT, shown
 from lm import prefix_attention as pa
 from lm import text_tasks
 from lm.peft_adapters import Adapter, AdapterError, read_adapter
-from lm.stand_ins import ROOT, shown
 
 FAMILIES = {  # model_type -> (the decoder layers, the attention output projection inside a layer)
     "gpt2": (lambda m: m.transformer.h, lambda layer: layer.attn.c_proj),

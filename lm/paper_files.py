@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from lm.stand_ins import ROOT, shown
+from core.records import ROOT, shown
 
 ENV_VAR = "PAPER_FILES_DIR"
 DART_PREFIX = "llama-7B_DART_Classic_1_1_20230920_223226_9.pt"   # the prefix of the paper's Section 4 figure

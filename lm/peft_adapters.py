@@ -27,9 +27,10 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.records import ROOT, shown
 from lm import prefix_attention as pa
 from lm.prefix_tune import load_prefixes
-from lm.stand_ins import ROOT, load_model, shown
+from lm.stand_ins import load_model
 
 ADAPTER_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"

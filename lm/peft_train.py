@@ -15,7 +15,6 @@ loss curves and the held-out accuracy of each adapter (the label of highest log-
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
@@ -24,10 +23,11 @@ from typing import List
 
 import torch
 
+from core.checkpoint import sha256
+from core.records import ROOT, hardware, shown
 from lm import text_tasks
 from lm.prefix_tune import majority, parse_seeds
-from lm.stand_ins import ROOT, load_gpt2, shown
-from mingpt.checkpoint import sha256
+from lm.stand_ins import load_gpt2
 
 
 def collate(items: List[text_tasks.Encoded], pad_id: int) -> dict:
@@ -124,7 +124,7 @@ def main(argv=None):
     manifest = {"command": "python -m lm.peft_train " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "hf_model": shown(args.hf_model), "task": args.task, "settings": settings,
                 "examples": {"train": len(items), "test": len(test)},
-                "hardware": f"{platform.machine()} cpu, {torch.get_num_threads()} torch threads",
+                "hardware": hardware("cpu"),
                 "untuned_accuracy": label_accuracy(untuned, tokenizer, test, task.labels),
                 "majority": majority(task), "seeds": {}}
     for seed in parse_seeds(args.seeds):

@@ -13,9 +13,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from core.loop import logits_of
 from llama.model import apply_rotary
 from lm.text_tasks import pad_right
-from mingpt.trainer import logits_of
 from recording import record
 
 

@@ -15,9 +15,9 @@ from typing import Dict, List
 
 import torch
 
+from llama.model import causal_mask, compute_dtype
 from lm import prefix_attention
 from lm.text_tasks import pad_right
-from llama.model import causal_mask, compute_dtype
 from recording import record
 
 

@@ -9,7 +9,7 @@
 
 The prefix is the paper's parametrisation: `prefix_len` positions whose attention input is a learned
 vector in every layer; keys and values are computed from it by the frozen model. One prefix per seed;
-all of them train together in one batch through the project's one training loop (`mingpt.trainer`),
+all of them train together in one batch through the project's one training loop (`core.loop`),
 each with its own loss and gradient clipping, on the same examples, so a batched run equals separate
 ones. Adam at lr 0.01, multiplied by 0.975 every 1,000 steps (the paper's Appendix B).
 
@@ -35,12 +35,11 @@ the prefixes rose by at most 0.5 points over the last 20 % of the steps taken, o
 
 import argparse
 import json
+import math
 import os
-import platform
 import sys
 import time
 from collections import Counter
-import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -49,12 +48,13 @@ import sacrebleu
 import torch
 import torch.distributed as dist
 
+from core import checkpoint
+from core.checkpoint import sha256
+from core.loop import TrainSettings, logits_of, train
+from core.records import ROOT, hardware, shown
 from lm import text_tasks
-from lm.stand_ins import ROOT, model_dir, stand_in
+from lm.stand_ins import model_dir, stand_in
 from lm.text_tasks import Encoded, Example, TextTask
-from mingpt import checkpoint
-from mingpt.checkpoint import sha256
-from mingpt.trainer import TrainSettings, logits_of, train
 
 MAX_NEW_TOKENS = 48        # table_to_text: longest generated text, in tokens
 EVAL_BATCH = 32            # rows per evaluation pass
@@ -292,14 +292,13 @@ def run(args) -> Dict:
     eval_wall = time.time() - start
     manifest = {
         "command": "python -m lm.prefix_tune " + " ".join(args.argv),
-        "family": family, "task": args.task, "model_folder": _relative(folder),
+        "family": family, "task": args.task, "model_folder": shown(folder),
         "model_sha256": {p.name: sha256(p) for p in sorted(folder.iterdir())
                          if p.suffix in (".pth", ".safetensors", ".json", ".model", ".txt") and p.name != "manifest.json"},
-        "data": ({"train": _relative(args.train), "test": _relative(args.test)} if args.train
-                 else {"corpus": _relative(args.corpus)}),
+        "data": ({"train": shown(args.train), "test": shown(args.test)} if args.train
+                 else {"corpus": shown(args.corpus)}),
         "examples": {split: len(task.examples(split)) for split in ("train", "test")},
-        "hardware": f"{platform.machine()} {args.device}, {torch.get_num_threads()} torch threads, "
-                    f"{args.world_size} process(es)",
+        "hardware": f"{hardware(args.device)}, {args.world_size} process(es)",
         "torch": torch.__version__, "settings": asdict(s) | {"checkpoint_path": None},
         "wall_time_s": {"training": round(train_wall, 1), "evaluation": round(eval_wall, 1)},
         "resumed_from_step": resumed_from,   # > 0: the training time covers the steps after it only
@@ -342,11 +341,6 @@ def run(args) -> Dict:
         summary["majority"] = manifest.get("majority", {}).get("accuracy")
         print(json.dumps(summary, indent=1))
     return manifest
-
-
-def _relative(path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@
 complete model folder `<out>/step<N>/` in the same layout and precision as the final model, e.g. to
 measure how a property grows with the model's quality (`lm.virtual_tokens`'s checkpoint sweep).
 
-Training goes through the project's one training loop (`mingpt.trainer.train`): AdamW, warm-up and
+Training goes through the project's one training loop (`core.loop.train`): AdamW, warm-up and
 cosine decay, seeded, with a tqdm bar, and resumable from its state in `<out>/training/` (run the same
 command again after an interruption; the state is deleted once the model is saved). fp32 on the CPU, bf16 autocast on a GPU. The tokenizer must
 already be in the model folder (`python -m lm.train_tokenizers`). The model is saved in half precision
@@ -19,7 +19,6 @@ wall time, tokens seen, held-out perplexity, sha256).
 import argparse
 import json
 import math
-import platform
 import shutil
 import sys
 import time
@@ -29,10 +28,11 @@ from typing import Callable, List
 
 import torch
 
+from core.checkpoint import sha256
+from core.loop import TrainSettings, logits_of, train
+from core.records import ROOT, hardware
 from lm import corpus
-from lm.stand_ins import ROOT, StandIn, load_model, stand_in
-from mingpt.checkpoint import sha256
-from mingpt.trainer import TrainSettings, logits_of, train
+from lm.stand_ins import StandIn, load_model, stand_in
 
 HALF_PRECISION_TOLERANCE = 0.002   # relative change in held-out perplexity allowed by saving in fp16
 
@@ -175,7 +175,7 @@ def main(argv=None):
         raise RuntimeError(f"saving in fp16 changed the held-out perplexity by {change:.2%}: {fp32_ppl} -> {fp16_ppl}")
     manifest = {
         "family": args.family, "command": "python -m lm.pretrain " + " ".join(argv or sys.argv[1:]),
-        "seed": args.seed, "hardware": f"{platform.machine()} {args.device}, {torch.get_num_threads()} torch threads",
+        "seed": args.seed, "hardware": hardware(args.device),
         "torch": torch.__version__, "wall_time_s_this_run": round(wall, 1), "steps": result.step,
         "tokens_seen": result.step * s.batch_size * spec.context, "train_tokens": len(train_stream),
         "parameters": sum(p.numel() for p in model.parameters()), "settings": asdict(s) | {"checkpoint_path": None},

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from core.records import ROOT
 from lm import baselines, corpus
 from lm.pretrain import perplexity, token_stream, tokenizer_of
-from lm.stand_ins import ROOT, load_model, stand_in
+from lm.stand_ins import load_model, stand_in
 
 N_SAMPLES, PROMPT_WORDS, SAMPLE_TOKENS, SEED = 10, 4, 40, 0
 

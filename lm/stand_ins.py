@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from core.records import ROOT
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,6 @@ STAND_INS = {
     "gpt2": StandIn("gpt2", ROOT / "models" / "gpt2-standin", "GPT2_DIR",
                     dim=256, n_layers=6, n_heads=8, context=256, vocab_size=4096),
 }
-
-
-def shown(path) -> str:
-    """A path as records and notebooks show it: relative to the repository when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def stand_in(family: str) -> StandIn:

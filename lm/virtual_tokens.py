@@ -207,10 +207,11 @@ def unique_counts(model: Transformer, n_hard: int, completion_len: int, virtual_
 def sweep_checkpoints(folders: List[Path], sweep: "Sweep", progress: bool = True) -> List[Dict]:
     """For each model folder of a pretraining run (`step<N>/` folders and the final one, whose manifest
     gives its step): its validation perplexity and the unique completions of its hard and virtual tokens."""
+    from core.checkpoint import sha256
+    from core.records import ROOT
     from lm import corpus
     from lm.pretrain import perplexity, token_stream
-    from mingpt.checkpoint import sha256
-    from lm.stand_ins import ROOT, STAND_INS, load_llama
+    from lm.stand_ins import STAND_INS, load_llama
     rows = []
     validation = None
     for folder in tqdm(folders, desc="checkpoints", disable=not progress):
@@ -243,7 +244,8 @@ def checkpoint_step(folder: Path) -> int:
 
 def main(argv=None) -> int:
     import argparse
-    from lm.stand_ins import ROOT
+
+    from core.records import ROOT
     parser = argparse.ArgumentParser(prog="python -m lm.virtual_tokens", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="model folders of one pretraining run")

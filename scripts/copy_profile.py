@@ -17,10 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from mingpt import checkpoint
+from core import checkpoint
+from core.records import ROOT
 from mingpt.profiles import PROFILES
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def copy_profile(source: str, target: str, components=(), results=False, move=False, root: Path = ROOT) -> int:

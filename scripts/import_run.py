@@ -12,7 +12,7 @@ import json
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from core.records import ROOT
 
 
 def main(argv=None):

@@ -9,15 +9,12 @@ the paper's numbers come from mingpt/paper.py.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "minGPT"))
-
-from mingpt.experiments import Paths  # noqa: E402
-from mingpt.report import claims, load, table  # noqa: E402
-from mingpt.tasks import TASK_SYMBOLS  # noqa: E402
+from core.records import ROOT
+from mingpt.experiments import Paths
+from mingpt.report import claims, load, table
+from mingpt.tasks import TASK_SYMBOLS
 
 TITLES = {
     "A": "A. Prefix-tuning cannot learn a new task (Figure 1; notebook 01)",

@@ -9,8 +9,8 @@ from constructions import (
     build_response_map,
     build_string_generator,
     digits,
+    verify,
 )
-from constructions import verify
 from constructions.decoding import decode_logits
 from constructions.report import largest_working_base, sweep_bases
 from constructions.unpacking import pack

@@ -34,13 +34,15 @@ def test_a_fine_tuned_model_is_evaluated_as_committed(tmp_path):
     """The fine-tuned model is committed in half precision: the model evaluated right after training must be
     that file's, so its recorded accuracy reproduces from the committed checkpoint."""
     import torch
-    from mingpt import checkpoint
+
+    from core.checkpoint import read
+    from mingpt.checkpoint import load_model_from
     runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
     spec = runner.specs["A"]
     base = runner.pretrained(spec, 0)
     trained = runner.finetuned(spec, 0, base, "sort_desc")
     path = runner.paths.component("A", 0, "finetuned_sort_desc")
-    committed = checkpoint.load_model_from(checkpoint.read(path), spec.model.config(spec.prefix_len), path)
+    committed = load_model_from(read(path), spec.model.config(spec.prefix_len), path)
     for (name, a), b in zip(trained.state_dict().items(), committed.state_dict().values()):
         assert torch.equal(a, b), name
 

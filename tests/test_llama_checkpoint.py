@@ -17,7 +17,8 @@ import torch
 
 from llama import CheckpointError, Llama, ModelArgs, Tokenizer, Transformer
 from llama.checkpoint import checkpoint_params, save_checkpoint
-from llama.shards import main as shards_main, reshard
+from llama.shards import main as shards_main
+from llama.shards import reshard
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENS = [[5, 17, 3, 40, 22, 9], [33, 2, 12, 8, 61, 4]]

@@ -5,7 +5,8 @@ import torch
 
 from llama import CheckpointError, HookPoint, ModelArgs, Transformer, record
 from llama.checkpoint import checkpoint_params, load_strict, read_params
-from llama.convert_hf import args_from_hf_config, load_hf_checkpoint, main as convert_main
+from llama.convert_hf import args_from_hf_config, load_hf_checkpoint
+from llama.convert_hf import main as convert_main
 
 ATOL = 1e-5
 # the small Hugging Face LLaMA the conversion tests build

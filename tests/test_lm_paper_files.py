@@ -2,17 +2,17 @@
 (tests/paper_layout.py) from this project's committed prefixes load as exactly those prefixes and give the same
 logits; files made for another model, of another kind, or absent are refused with the problem named."""
 
-from pathlib import Path
 
 import pytest
 import torch
+from paper_layout import write_dart_prefix, write_tensor
 
+from core.loop import logits_of
+from core.records import ROOT
 from lm import paper_files
 from lm import virtual_tokens as vt
 from lm.prefix_tune import load_prefixes
-from lm.stand_ins import ROOT, load_model
-from mingpt.trainer import logits_of
-from paper_layout import write_dart_prefix, write_tensor
+from lm.stand_ins import load_model
 
 RUNS = ROOT / "results" / "prefix_tuning"
 PROMPTS = torch.tensor([[5, 9, 13, 2, 7, 30, 31], [40, 41, 42, 43, 44, 45, 46]])

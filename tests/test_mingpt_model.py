@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from core.lora import add_lora
 from mingpt import checkpoint
-from mingpt.lora import add_lora
 from mingpt.model import GPT, GPTConfig, record
 
 

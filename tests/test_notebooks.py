@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from paper_layout import write_dart_prefix, write_mingpt_files, write_tensor
 
 from lm import paper_files
 from lm import virtual_tokens as vt
 from lm.prefix_tune import load_prefixes
 from lm.stand_ins import load_model
-from paper_layout import write_dart_prefix, write_mingpt_files, write_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")

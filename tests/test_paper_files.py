@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from paper_layout import companion_state, write_mingpt_files
 
 from mingpt import paper_files, tasks
-from paper_layout import companion_state, write_mingpt_files
 
 
 def companion_logits(state: dict, n_head: int, idx: torch.Tensor, prefix=None) -> torch.Tensor:

@@ -7,16 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+from peft import (
+    LoraConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    get_peft_model,
+)
 from transformers import AutoModelForCausalLM
 
-from llama.convert_hf import load_hf_checkpoint, save_hf_checkpoint
+from core.loop import logits_of
+from core.records import ROOT
 from llama.checkpoint import load_shard
+from llama.convert_hf import load_hf_checkpoint, save_hf_checkpoint
 from lm import diagnose as dg
 from lm import peft_adapters as pe
 from lm.prefix_tune import load_prefixes
-from lm.stand_ins import ROOT, STAND_INS, load_model
-from mingpt.trainer import logits_of
+from lm.stand_ins import STAND_INS, load_model
 
 RUNS = ROOT / "results" / "prefix_tuning"
 GPT2 = STAND_INS["gpt2"].folder
@@ -45,6 +52,7 @@ def test_the_llama_stand_in_survives_the_round_trip_through_hugging_faces_layout
     assert all(torch.equal(weights[k], original[k].float()) for k in original)
     assert json.loads((llama_hf / "config.json").read_text())["num_hidden_layers"] == args.n_layers == 6
     from transformers import AutoTokenizer
+
     from llama.tokenizer import Tokenizer
     text = "TEXT: the tensor is reshaped LABEL:"   # Hugging Face's tokenizer reads text as Meta's does, BOS first
     assert AutoTokenizer.from_pretrained(llama_hf)(text)["input_ids"] == \

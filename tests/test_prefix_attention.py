@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from core.loop import logits_of
 from lm import prefix_attention as pa
 from lm.stand_ins import STAND_INS, load_model
-from mingpt.trainer import logits_of
 from recording import record
 
 
@@ -56,13 +56,13 @@ def test_centred_effective_rank_sees_the_variation_that_a_shared_mean_hides():
 
 
 def test_initial_prefixes_are_what_the_trainer_starts_from():
+    from core.loop import TrainSettings, initial_prefixes, train
     from mingpt.model import GPT, GPTConfig
-    from mingpt.trainer import TrainSettings, initial_prefixes, train
     model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
     seen = []
     settings = TrainSettings(method="prefix", max_iters=1, batch_size=2, n_prefixes=2, prefix_len=2, prefix_seeds=(5, 9),
                              learning_rate=0.0, progress=False, log_every=1)
     x = torch.zeros(4, 6, dtype=torch.long)
-    result = train(model, settings, lambda g: (x, x), on_log=lambda r: seen.append(r.prefixes.detach().clone()))
+    train(model, settings, lambda g: (x, x), on_log=lambda r: seen.append(r.prefixes.detach().clone()))
     assert torch.equal(seen[0], initial_prefixes(model, 2, (5, 9)))  # lr 0: the step leaves them where they started
     assert not torch.equal(initial_prefixes(model, 2, (5,))[0], initial_prefixes(model, 2, (9,))[0])

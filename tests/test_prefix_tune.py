@@ -15,12 +15,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from lm import prefix_tune, text_tasks  # noqa: E402
-from lm.stand_ins import STAND_INS, load_model  # noqa: E402
-from lm.text_tasks import Example  # noqa: E402
-from mingpt.trainer import _learning_rate, _loss_per_prefix, logits_of, train  # noqa: E402
+from core.loop import _learning_rate, _loss_per_prefix, logits_of, train
+from lm import prefix_tune, text_tasks
+from lm.stand_ins import STAND_INS, load_model
+from lm.text_tasks import Example
 
 EXAMPLES = [Example("TABLE: cos | kind | function ; cos | module | math TEXT:", " Return the cosine of x."),
             Example("TABLE: Queue | kind | class ; Queue | module | queue TEXT:", " Create a queue object."),

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mingpt import checkpoint, experiments, paper, report
+from core.checkpoint import read, sha256
+from mingpt import experiments, paper, report
+from mingpt.checkpoint import load_model_from
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = sorted((ROOT / "results" / "section5").glob("*/*.json"))
@@ -81,7 +83,7 @@ def test_manifest_entries_match_their_files(manifest):
     results = ROOT / "results" / "section5" / manifest.parent.parent.name / f"{manifest.parent.name}.json"
     evaluated = set(json.loads(results.read_text())["seeds"]) if results.exists() else set()
     for key, entry in entries.items():
-        assert checkpoint.sha256(ROOT / key) == entry["sha256"], key
+        assert sha256(ROOT / key) == entry["sha256"], key
         for field in ("command", "profile", "seed", "hardware"):
             assert field in entry, (key, field)
         if str(entry["seed"]) in evaluated:
@@ -154,10 +156,10 @@ def test_the_last_point_of_a_committed_curve_reproduces_from_its_checkpoint():
     folder = ROOT / "minGPT" / "checkpoints" / profile / experiment / f"seed{seed}"
     manifest = json.loads((folder.parent / "manifest.json").read_text())
     key = lambda path: path.relative_to(ROOT).as_posix()
-    base = checkpoint.load_model_from(checkpoint.read(folder / "pretrained.pt", manifest[key(folder / "pretrained.pt")]["sha256"]))
+    base = load_model_from(read(folder / "pretrained.pt", manifest[key(folder / "pretrained.pt")]["sha256"]))
     task = row[len("prefix_"):]
-    stored = next(p for p in folder.glob("prefixes_*.pt") if task in checkpoint.read(p)["prefixes"])
-    prefix = checkpoint.read(stored, manifest[key(stored)]["sha256"])["prefixes"][task]
+    stored = next(p for p in folder.glob("prefixes_*.pt") if task in read(p)["prefixes"])
+    prefix = read(stored, manifest[key(stored)]["sha256"])["prefixes"][task]
     recomputed = experiments.accuracies(base.eval(), (task,), prefix, 3200)[task]
     assert recomputed > 50  # a curve that ends high: the check below could not pass by accident
     assert round(recomputed, 4) == run["curves"][row][-1][1] == round(run["accuracy"][row][task], 4)

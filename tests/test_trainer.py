@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from core.loop import TrainSettings, train
 from mingpt.model import GPT, GPTConfig
-from mingpt.trainer import TrainSettings, train
 
 CONFIG = GPTConfig(vocab_size=10, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
 ROWS, T, N_S = 8, 12, 2
@@ -191,7 +191,7 @@ def test_lora_twice_on_one_model_is_a_clear_error():
 
 
 def test_lora_weights_of_other_adapters_do_not_load():
-    from mingpt.lora import add_lora, load_lora, lora_parameters
+    from core.lora import add_lora, load_lora, lora_parameters
     trained = base_model()
     add_lora(trained, 1, ("mlp", "attn_out"))
     state = {k: v.detach() for k, v in lora_parameters(trained).items()}
@@ -224,7 +224,7 @@ def test_training_time_adds_up_over_the_pieces_of_a_resumed_run(tmp_path):
 
 def greedy_accuracy(model, prefix, x, y):
     """A stand-in held-out metric: share of the last-4 targets the model's argmax gets right (no random state)."""
-    from mingpt.trainer import logits_of
+    from core.loop import logits_of
     with torch.no_grad():
         logits = logits_of(model.eval(), x, prefix)
     return ((logits[:, -4:].argmax(-1) == y[:, -4:]).float().mean() * 100).item()
@@ -299,3 +299,31 @@ def test_continuing_one_prefix_of_a_batched_run_equals_training_it_alone(tmp_pat
     with pytest.raises(ValueError, match="learning_rate"):
         train(base_model(), prefix_settings(n_prefixes=1, resume_from=str(path), checkpoint_path=str(tmp_path / "e.pt"),
                                             **{**common, "learning_rate": 0.1}), get_batch)
+
+
+def test_a_lora_trains_on_the_llama_stand_in_through_the_one_loop_and_the_base_stays_frozen():
+    """LoRA on LLaMA's feed-forward and attention output (its declared targets): the loss falls, the adapters
+    move, and every weight of the base model is bit for bit what it was."""
+    from core.lora import lora_parameters
+    from lm.stand_ins import load_model
+    model = load_model("llama").float()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens = torch.randint(0, model.params.vocab_size, (4, 17), generator=torch.Generator().manual_seed(0))
+    get_batch = lambda generator: (tokens[:, :-1], tokens[:, 1:])       # one batch, to be memorised
+    settings = TrainSettings(method="lora", lora_rank=2, lora_targets=("mlp", "attn_out"), max_iters=12,
+                             batch_size=4, learning_rate=1e-2, weight_decay=0.0, log_every=1, progress=False)
+    result = train(model, settings, get_batch)
+    adapters = lora_parameters(model)
+    assert len(adapters) == 2 * 4 * model.n_layers       # A and B of w1, w2, w3 and wo in every layer
+    assert result.losses[-1][1][0] < result.losses[0][1][0] - 0.1
+    assert all(v.abs().sum() > 0 for k, v in adapters.items() if k.endswith("lora_B"))   # B starts at zero
+    now = {k.replace(".base.", "."): v for k, v in model.state_dict().items() if ".lora_" not in k}
+    assert now.keys() == base.keys() and all(torch.equal(now[k], base[k]) for k in base)
+
+
+def test_a_lora_target_the_family_does_not_declare_is_named():
+    from core.lora import add_lora
+    from lm.stand_ins import load_model
+    with pytest.raises(ValueError, match=r"unknown LoRA target\(s\) \['c_fc'\] for Transformer; choose from "
+                                         r"\['attn_out', 'attn_qkv', 'mlp'\]"):
+        add_lora(load_model("llama"), 1, ("c_fc",))

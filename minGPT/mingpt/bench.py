@@ -3,7 +3,7 @@
     python -m mingpt.bench                      # batch 64 and a large batch, current device
     python -m mingpt.bench --large-batch 4096 --steps 50
 
-Times the real training loop (`mingpt.trainer.train`, data generation included) for pretraining
+Times the real training loop (`core.loop.train`, data generation included) for pretraining
 and prefix-tuning, and data generation alone (drawn as training draws it: one sampler call per
 `BATCHES_PER_DRAW` steps), and prints a markdown table. Each time is the median of `--repeats`
 measurements, since other processes on a small machine make single measurements noisy.
@@ -14,10 +14,12 @@ import time
 
 import torch
 
+from core.loop import TrainSettings, train
+from core.records import hardware
+
 from . import tasks
-from .experiments import BATCHES_PER_DRAW, BatchStream, default_device, hardware
+from .experiments import BATCHES_PER_DRAW, BatchStream, default_device
 from .model import GPT, GPTConfig
-from .trainer import TrainSettings, train
 
 CONFIGS = [  # (name, layers, heads, width, n_S, LayerNorm before attention)
     ("1/1/96, n_S=1", 1, 1, 96, 1, True),

@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -39,14 +38,28 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import checkpoint, paper_files, tasks
-from .lora import add_lora, load_lora, lora_parameters
+from core.checkpoint import atomic_save, locked, read, sha256
+from core.loop import TrainSettings, train
+from core.lora import add_lora, load_lora, lora_parameters
+from core.records import ROOT, hardware
+
+from . import paper_files, tasks
+from .checkpoint import load_model_from, model_state
 from .model import GPT
 from .paper import PAPER_ACCURACY
-from .profiles import EXPERIMENTS, PROFILES, Experiment, LoRASpec, Phase, Search, curve_steps, describe, profile
-from .trainer import TrainSettings, train
+from .profiles import (
+    EXPERIMENTS,
+    PROFILES,
+    Experiment,
+    LoRASpec,
+    Phase,
+    Search,
+    curve_steps,
+    describe,
+    profile,
+)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = ROOT   # the repository (the notebooks' name for it)
 BATCHES_PER_DRAW = 16  # training batches generated per sampler call (see BatchStream)
 
 
@@ -73,12 +86,6 @@ class Paths:
 def default_root() -> Path:
     """The repository, or REPRO_OUT when a notebook runs in the quick setting."""
     return Path(os.environ["REPRO_OUT"]) if os.environ.get("REPRO_OUT") else REPO
-
-
-def hardware(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
 class BatchStream:
@@ -158,16 +165,16 @@ class Store:
             print(f"{self.key(path)} was trained with other settings than the profile's now "
                   f"({', '.join(f'{f}: {entry.get(f)} -> {meta[f]}' for f in changed)}); training it again")
             return None
-        return checkpoint.read(path, expected_sha256=entry["sha256"])
+        return read(path, expected_sha256=entry["sha256"])
 
     def save(self, path: Path, obj: dict, meta: dict) -> None:
         """Store a trained component and its manifest entry; its training states (Runner._scratch) go."""
         self.trained = True
-        checkpoint.atomic_save(obj, path)
+        atomic_save(obj, path)
         for state in training_states(path):
             state.unlink()
         self._update(path, {"command": self.command, "hardware": hardware(self.device), **meta,
-                            "sha256": checkpoint.sha256(path), "bytes": path.stat().st_size})
+                            "sha256": sha256(path), "bytes": path.stat().st_size})
 
     def record_metrics(self, path: Path, metrics: dict) -> None:
         entry = self.entry(path)
@@ -175,7 +182,7 @@ class Store:
             self._update(path, {**entry, "metrics": metrics})
 
     def _update(self, path: Path, entry: dict) -> None:
-        with checkpoint.locked(self.manifest_path(path)):
+        with locked(self.manifest_path(path)):
             manifest = self._manifest(path)
             manifest[self.key(path)] = entry
             self.manifest_path(path).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -247,15 +254,15 @@ class Runner:
                           model_config=asdict(config))  # another shape trains again
         stored = self.store.load(path, meta)
         if stored is not None:
-            return checkpoint.load_model_from(stored, config, path).to(self.device)
+            return load_model_from(stored, config, path).to(self.device)
         torch.manual_seed(seed)
         model = GPT(config)
         settings = self.train_settings(spec.pretrain, "pretrain", seed, self._scratch(path, meta))
         _, seconds = self._train(model, settings, self._mixture_batches(spec.pretrain_tasks, spec.pretrain.batch_size,
                                                                         spec.prefix_len))
         model.eval()
-        self.store.save(path, checkpoint.model_state(model, half=True), {**meta, "train_time_s": seconds})
-        return checkpoint.load_model_from(checkpoint.read(path), config, path).to(self.device)
+        self.store.save(path, model_state(model, half=True), {**meta, "train_time_s": seconds})
+        return load_model_from(read(path), config, path).to(self.device)
 
     def finetuned(self, spec: Experiment, seed: int, base: GPT, task: str) -> Optional[GPT]:
         """A fully fine-tuned copy of `base`, or None when it is not stored and its accuracy is recorded."""
@@ -265,7 +272,7 @@ class Runner:
         stored = self.store.load(path, meta)
         if stored is not None:
             self.finetune_curves[task] = self.store.entry(path).get("curve")
-            return checkpoint.load_model_from(stored, config, path).to(self.device)
+            return load_model_from(stored, config, path).to(self.device)
         model = GPT(config).to(self.device)
         model.load_state_dict(base.state_dict())
         settings = self.train_settings(spec.finetune, "finetune", seed, self._scratch(path, meta),
@@ -277,8 +284,8 @@ class Runner:
         self.finetune_curves[task] = curve_of(result, spec.finetune.batch_size)
         if spec.save_finetuned:  # evaluate what is committed: the half-precision copy
             curve = {"curve": self.finetune_curves[task]} if spec.curve_points else {}
-            self.store.save(path, checkpoint.model_state(model, half=True), {**meta, "train_time_s": seconds, **curve})
-            return checkpoint.load_model_from(checkpoint.read(path), config, path).to(self.device)
+            self.store.save(path, model_state(model, half=True), {**meta, "train_time_s": seconds, **curve})
+            return load_model_from(read(path), config, path).to(self.device)
         return model
 
     def prefixes(self, spec: Experiment, seed: int, base: GPT, group: Tuple[str, ...], phase: Phase) -> dict:
@@ -513,7 +520,7 @@ class Runner:
 
     def _write_results(self, out: Outcome) -> None:
         path = self._results_path(out.spec.name)
-        with checkpoint.locked(path):  # other seeds of this experiment may finish in parallel processes
+        with locked(path):  # other seeds of this experiment may finish in parallel processes
             data = json.loads(path.read_text()) if path.exists() else {"experiment": out.spec.name, "seeds": {}}
             previous = data["seeds"].get(str(out.seed), {})
             data.update(profile=self.profile, spec=asdict(out.spec))

@@ -19,11 +19,12 @@ is listed here and marked on the line that makes it, with one of four markers:
   * `logits_to_keep` (and the attention's `queries_from`): the last layer computes only the positions
     whose logits are kept;
   * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
-  * `layer_norm_eps` and `check_config`, so that GPT-2's and the paper's checkpoints load exactly.
+  * `LORA_TARGETS` and `blocks`, what `core.lora` adapts;
+  * `layer_norm_eps`, so that GPT-2's and the paper's checkpoints load exactly.
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
@@ -134,6 +135,9 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """GPT language model; ``forward(idx, prefix=None, targets=None)``."""
 
+    # engineering: the linear layers of a block that each LoRA target adapts (`core.lora`)
+    LORA_TARGETS = {"mlp": ("mlp.c_fc", "mlp.c_proj"), "attn_out": ("attn.c_proj",), "attn_qkv": ("attn.c_attn",)}
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -203,6 +207,11 @@ class GPT(nn.Module):
             cache[:] = new_cache
         return self.lm_head(self.transformer.ln_f(x)), new_cache
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, first to last (what LoRA and the analyses walk)."""
+        return self.transformer.h
+
     def prefix_shape(self, prefix_len: int) -> Tuple[int, int, int]:
         """prefix-tuning: the shape of a prefix of prefix_len positions, (n_layer, prefix_len, n_embd)."""
         return (self.config.n_layer, prefix_len, self.config.n_embd)
@@ -247,13 +256,3 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def check_config(saved: dict, config: GPTConfig, source: str = "checkpoint"):  # engineering
-    """Raise a clear error when a saved model configuration differs from `config`."""
-    expected = asdict(config)
-    diffs = {k: (saved.get(k), v) for k, v in expected.items() if k != "dropout" and saved.get(k) != v}
-    if diffs:
-        lines = ", ".join(f"{k}: {source} has {a!r}, model has {b!r}" for k, (a, b) in diffs.items())
-        raise ValueError(f"{source} was saved from another model configuration ({lines}); "
-                         "build the model with the checkpoint's GPTConfig or pick the matching checkpoint")

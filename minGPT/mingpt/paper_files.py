@@ -31,12 +31,13 @@ from typing import Dict, List, Optional
 
 import torch
 
+from core.records import ROOT, shown
+
 from . import tasks
 from .model import GPT, GPTConfig
 
 ENV_VAR = "PAPER_FILES_DIR"
-MINGPT_DIR = Path(__file__).resolve().parents[1]
-REPO = MINGPT_DIR.parent
+MINGPT_DIR = ROOT / "minGPT"
 TASK_OF_NAME = {"ascending": "sort_asc", "descending": "sort_desc", "add1": "add1", "add2": "add2",
                 "ascending_add1": "sort_asc_add1", "double_hist": "double_hist"}  # the companion's task names
 NAME_OF_TASK = {task: name for name, task in TASK_OF_NAME.items()}
@@ -74,12 +75,6 @@ def folder(path: Optional[Path] = None) -> Path:
     if path is not None:
         return Path(path)
     return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else MINGPT_DIR
-
-
-def shown(path: Path) -> str:
-    """A path as a notebook prints it: relative to the repository when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def spec(experiment: str) -> PaperModel:

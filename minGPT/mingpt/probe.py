@@ -26,11 +26,13 @@ from typing import Optional
 
 import torch
 
+from core.loop import train
+from core.records import hardware
+
 from . import tasks
-from .experiments import REPO, Runner, accuracies, hardware, prefix_seeds
-from .profiles import PROFILES, ModelSpec
+from .experiments import REPO, Runner, accuracies, prefix_seeds
 from .model import GPT
-from .trainer import train
+from .profiles import PROFILES, ModelSpec
 
 METHODS = ("prefix", "lora")
 

@@ -27,9 +27,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from . import checkpoint
-from .lora import add_lora, load_lora, lora_parameters
-from .model import check_config
+from core import checkpoint
+from core.checkpoint import check_config
+from core.lora import add_lora, load_lora, lora_parameters
 
 METHODS = ("pretrain", "finetune", "prefix", "lora")
 

@@ -1,8 +1,11 @@
-"""Low-rank adaptation (LoRA) of chosen linear layers of a GPT.
+"""Low-rank adaptation (LoRA) of chosen linear layers, for either model family.
 
 ``add_lora(model, rank, targets)`` wraps the named linear layers of every block so that
 ``W x + b`` becomes ``W x + b + B A x`` with A (rank, in) and B (out, rank). B starts at zero, so the
-adapted model equals the base model at initialisation; only A and B train.
+adapted model equals the base model at initialisation; only A and B train. Each family declares its
+targets: `model.LORA_TARGETS` names, per target, the linear layers of one of `model.blocks` (minGPT's
+"mlp" is c_fc and c_proj, LLaMA's w1, w2 and w3; "attn_out" is c_proj / wo; "attn_qkv" the query, key and
+value projections).
 """
 
 import math
@@ -11,19 +14,16 @@ from typing import Dict, Iterable, List
 import torch
 import torch.nn as nn
 
-# Which linear layers of a block each target name adapts.
-LORA_TARGETS: Dict[str, List[str]] = {
-    "mlp": ["mlp.c_fc", "mlp.c_proj"],
-    "attn_out": ["attn.c_proj"],
-    "attn_qkv": ["attn.c_attn"],
-}
-
 
 class LoRALinear(nn.Module):
-    """A frozen nn.Linear plus a trainable rank-r update B A."""
+    """A frozen linear layer (nn.Linear, or fairscale's parallel layers on one process) plus a trainable
+    rank-r update B A."""
 
-    def __init__(self, base: nn.Linear, rank: int):
+    def __init__(self, base: nn.Module, rank: int):
         super().__init__()
+        if tuple(base.weight.shape) != (base.out_features, base.in_features):
+            raise ValueError(f"LoRA adapts whole layers, but this one holds a {tuple(base.weight.shape)} shard of "
+                             f"({base.out_features}, {base.in_features}): train a LoRA on one model-parallel process")
         self.base = base
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=base.weight.dtype))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=base.weight.dtype))
@@ -36,11 +36,12 @@ class LoRALinear(nn.Module):
 def add_lora(model: nn.Module, rank: int, targets: Iterable[str] = ("mlp",)) -> List[nn.Parameter]:
     """Freeze `model`, wrap the target layers of every block in LoRALinear; return the new parameters.
 
-    targets: names from LORA_TARGETS; the paper's Section 6 uses ("mlp", "attn_out").
+    targets: names from the family's `LORA_TARGETS`; the paper's Section 6 uses ("mlp", "attn_out").
     """
-    unknown = [t for t in targets if t not in LORA_TARGETS]
+    unknown = [t for t in targets if t not in model.LORA_TARGETS]
     if unknown:
-        raise ValueError(f"unknown LoRA target(s) {unknown}; choose from {sorted(LORA_TARGETS)}")
+        raise ValueError(f"unknown LoRA target(s) {unknown} for {type(model).__name__}; choose from "
+                         f"{sorted(model.LORA_TARGETS)}")
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
     if lora_parameters(model):
@@ -48,9 +49,9 @@ def add_lora(model: nn.Module, rank: int, targets: Iterable[str] = ("mlp",)) -> 
                          "(build a fresh copy of the base model to train another adapter)")
     model.requires_grad_(False)
     params = []
-    for block in model.transformer.h:
+    for block in model.blocks:
         for target in targets:
-            for path in LORA_TARGETS[target]:
+            for path in model.LORA_TARGETS[target]:
                 parent_name, attr = path.split(".")
                 parent = getattr(block, parent_name)
                 adapted = LoRALinear(getattr(parent, attr), rank).to(getattr(parent, attr).weight.device)
