@@ -5,7 +5,6 @@ import fcntl
 import hashlib
 import os
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -54,10 +53,10 @@ def read(path, expected_sha256: Optional[str] = None) -> dict:
         raise ValueError(f"checkpoint {path} could not be read ({type(e).__name__}: {e}); delete it and retrain") from e
 
 
-def check_config(saved: dict, config, source: str = "checkpoint") -> None:
-    """Raise a clear error when a saved model configuration (a dict) differs from `config` (a model's
-    hyperparameter dataclass, either family's; dropout may differ)."""
-    expected = asdict(config)
+def check_config(saved: dict, config: dict, source: str = "checkpoint") -> None:
+    """Raise a clear error when a saved model configuration differs from a model's (`hyperparameters()` of
+    either family; dropout may differ)."""
+    expected = config
     diffs = {k: (saved.get(k), v) for k, v in expected.items() if k != "dropout" and saved.get(k) != v}
     if diffs:
         lines = ", ".join(f"{k}: {source} has {a!r}, model has {b!r}" for k, (a, b) in diffs.items())

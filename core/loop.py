@@ -12,8 +12,9 @@ The method is a setting, not a subclass:
 AdamW (weight decay on weight matrices only), gradient-norm clipping, seeded data and dropout, a tqdm
 bar, atomic checkpoints and resumption from the last one.
 
-The model is either family: minGPT's `GPT` or LLaMA's `Transformer` (`llama.model`). Both take
-``model(tokens, prefix=..., logits_to_keep=...)`` and name their hyperparameters `model.config`.
+The model is either family, minGPT's `GPT` or LLaMA's `Transformer` (`llama.model`), through the interface
+both implement (`core.family.PrefixLM`): `logits`, `prefix_shape`, `hyperparameters` and, for LoRA,
+`blocks` and `LORA_TARGETS`.
 """
 
 import math
@@ -97,13 +98,6 @@ class TrainResult:
     evals: List[Tuple[int, List[float]]] = field(default_factory=list)   # (step, evaluate(result)) per eval step
 
 
-def logits_of(model: nn.Module, x: torch.Tensor, prefix: Optional[torch.Tensor] = None,
-              logits_to_keep: int = 0) -> torch.Tensor:
-    """The logits of either family: minGPT's GPT returns (logits, loss), LLaMA's Transformer the logits."""
-    out = model(x, prefix=prefix, logits_to_keep=logits_to_keep)
-    return out[0] if isinstance(out, tuple) else out
-
-
 def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device="cpu",
           on_log: Optional[Callable[[TrainResult], None]] = None,
           evaluate: Optional[Callable[[TrainResult], List[float]]] = None) -> TrainResult:
@@ -139,7 +133,7 @@ def train(model: nn.Module, settings: TrainSettings, get_batch: BatchFn, device=
             y = y[:, -s.loss_positions:]
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=s.autocast_bf16):
             prefix = None if prefixes is None else prefixes[rows_per_prefix]  # (rows, n_layer, n_S, C)
-            logits = logits_of(model, x, prefix, s.loss_positions)
+            logits = model.logits(x, prefix, s.loss_positions)
         loss_per_prefix = _loss_per_prefix(logits, y, s.n_prefixes if prefixes is not None else 1)
         optimizer.zero_grad(set_to_none=True)
         loss_per_prefix.sum().backward()
@@ -241,7 +235,7 @@ def _state(model: nn.Module, s: TrainSettings, prefixes) -> Dict[str, torch.Tens
 def _save(model, s, optimizer, data_rng, result: TrainResult, get_batch: BatchFn) -> None:
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     checkpoint.atomic_save({
-        "settings": asdict(s), "model_config": asdict(model.config), "step": result.step,
+        "settings": asdict(s), "model_config": model.hyperparameters(), "step": result.step,
         "trained": _state(model, s, result.prefixes), "optimizer": optimizer.state_dict(),
         "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
         "losses": result.losses, "train_time_s": result.train_time_s, "evals": result.evals,
@@ -257,7 +251,7 @@ def _resume(model, s: TrainSettings, optimizer, data_rng, result: TrainResult, g
             _continue_one_prefix(model, s, optimizer, data_rng, result)
         return
     ckpt = checkpoint.read(s.checkpoint_path)
-    check_config(ckpt["model_config"], model.config, source=s.checkpoint_path)
+    check_config(ckpt["model_config"], model.hyperparameters(), source=s.checkpoint_path)
     if ckpt["settings"]["method"] != s.method:
         raise ValueError(f"{s.checkpoint_path} holds a {ckpt['settings']['method']!r} run, not {s.method!r}; "
                          "use another checkpoint_path")
@@ -300,7 +294,7 @@ def _continue_one_prefix(model, s: TrainSettings, optimizer, data_rng, result: T
     generator. The rows drawn ahead for the other prefixes are dropped, so the data from here on are new
     draws; the prefix's optimisation continues exactly (the same schedule, moments and step count)."""
     ckpt = checkpoint.read(s.resume_from)
-    check_config(ckpt["model_config"], model.config, source=s.resume_from)
+    check_config(ckpt["model_config"], model.hyperparameters(), source=s.resume_from)
     there = ckpt["settings"]
     changed = {f: (there.get(f), getattr(s, f)) for f in CONTINUE_FIELDS if there.get(f) != getattr(s, f)}
     changed.update({f: (there[f], "prefix") for f in ("method",) if there[f] != "prefix"})

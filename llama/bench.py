@@ -8,12 +8,12 @@ and prints a markdown table.
 """
 
 import argparse
-import platform
 import time
 from typing import List, Optional
 
 import torch
 
+from core.records import hardware
 from llama.generation import Llama
 from llama.model import ModelArgs, Transformer
 
@@ -68,16 +68,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     cached, recomputed = completions.values()
     recompute_time = best["full recompute"]
 
-    device = torch.device(args.device)
-    hardware = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
-    )
     print(
         f"LLaMA dim={args.dim} layers={args.n_layers} heads={args.n_heads} vocab={args.vocab_size}, fp32, random "
         f"weights; {args.vocab_size} one-token prompts x {args.gen_len} greedy tokens, batch {args.batch_size}; "
-        f"{hardware}, torch {torch.__version__}\n"
+        f"{hardware(args.device)}\n"
     )
     print("| decoding | time (s) | generated tokens/s | speed-up | unique completions |")
     print("|---|---|---|---|---|")

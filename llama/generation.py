@@ -81,9 +81,9 @@ class Llama:
             raise ValueError(f"{bsz} prompts exceed max_batch_size={params.max_batch_size}")
         if virtual_tokens is None and lengths.min() == 0:
             raise ValueError("an empty prompt needs virtual tokens to start from")
-        n_prefix = 0 if prefix is None else prefix.shape[-2]  # prefix-tuning: positions taken by the prefix
+        prefix_len = 0 if prefix is None else prefix.shape[-2]  # prefix-tuning: positions taken by the prefix
         n_virtual = 0 if virtual_tokens is None else virtual_tokens.shape[1]
-        n_before = n_prefix + n_virtual  # positions before the first prompt token
+        n_before = prefix_len + n_virtual  # positions before the first prompt token
         total_len = min(params.max_seq_len - n_before, max_gen_len + int(lengths.max()))
         if lengths.max() > total_len:
             raise ValueError(
@@ -116,6 +116,11 @@ class Llama:
             if finished.all():
                 break
 
+        return self.completions(tokens, prompt_tokens, max_gen_len, eos_id)
+
+    @staticmethod
+    def completions(tokens: torch.Tensor, prompt_tokens: List[List[int]], max_gen_len: int, eos_id: int) -> List[List[int]]:
+        """Each row's generated tokens after its prompt, at most max_gen_len, cut before the first EOS."""
         completions = []
         for row, prompt in enumerate(prompt_tokens):
             generated = tokens[row, len(prompt) : len(prompt) + max_gen_len].tolist()

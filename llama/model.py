@@ -21,12 +21,14 @@ with one of four markers:
   * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
   * a checked cache: training passes neither read nor write it, and chunk, batch and length are checked;
   * `logits_to_keep`: the logits of the last n positions only;
-  * `LORA_TARGETS` and `blocks`, what `core.lora` adapts (on one model-parallel process).
+  * the family interface (`core.family.PrefixLM`): `family`, `dims`, `blocks`, `hyperparameters`, `logits`,
+    `prefix_keys_values`, `run_layer`, and `LORA_TARGETS`, what `core.lora` adapts (on one model-parallel
+    process).
 """
 
 import math
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +40,9 @@ from fairscale.nn.model_parallel.layers import (
 )
 from torch import nn
 
+from core.family import Dims
 from llama.distributed import setup_model_parallel
-from recording import HookPoint
+from recording import HookPoint, record
 
 
 @dataclass
@@ -218,6 +221,7 @@ class Transformer(nn.Module):
     torch.inference_mode) fill the cache so that a later chunk can start at start_pos > 0.
     """
 
+    family = "llama"  # engineering: the family interface both models implement (`core.family.PrefixLM`)
     # engineering: the linear layers of a block that each LoRA target adapts (`core.lora`)
     LORA_TARGETS = {"mlp": ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3"), "attn_out": ("attention.wo",),
                     "attn_qkv": ("attention.wq", "attention.wk", "attention.wv")}
@@ -277,11 +281,6 @@ class Transformer(nn.Module):
         h = self.norm(h)
         return self.output(h).to(compute_dtype(h.dtype))
 
-    @property
-    def config(self) -> ModelArgs:
-        """The hyperparameters, under the name minGPT's GPT uses (one vocabulary for both families)."""
-        return self.params
-
     def embed(self, tokens: Optional[torch.Tensor], input_embeds: Optional[torch.Tensor]) -> torch.Tensor:
         """Virtual tokens (given as embeddings) followed by the embeddings of the token ids."""
         parts = []
@@ -307,6 +306,42 @@ class Transformer(nn.Module):
     def blocks(self) -> nn.ModuleList:
         """The transformer blocks, first to last (what LoRA and the analyses walk)."""
         return self.layers
+
+    @property
+    def dims(self) -> Dims:
+        p = self.params
+        return Dims(n_layers=p.n_layers, n_heads=p.n_heads, width=p.dim, context=p.max_seq_len, vocab_size=p.vocab_size)
+
+    def hyperparameters(self) -> dict:
+        return asdict(self.params)
+
+    def logits(self, tokens: torch.Tensor, prefix: Optional[torch.Tensor] = None, logits_to_keep: int = 0) -> torch.Tensor:
+        """(bsz, seqlen, vocab_size) logits of a whole sequence from start_pos 0 (`forward`'s first chunk)."""
+        return self(tokens, prefix=prefix, logits_to_keep=logits_to_keep)
+
+    @torch.no_grad()
+    def prefix_keys_values(self, prefix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """prefix-tuning: each layer's keys and values at the prefix positions as the cache holds them, two
+        (n_layers, n_kv_heads, prefix_len, head_dim) tensors, keys rotated to positions 0..prefix_len-1."""
+        n_s = prefix.shape[-2]
+        keys, values = [], []
+        for layer, s in zip(self.layers, prefix):
+            attention, x = layer.attention, layer.attention_norm(s)
+            k = attention.wk(x).view(1, n_s, attention.n_local_kv_heads, attention.head_dim)
+            keys.append(apply_rotary(k, self.rope_cos[:n_s], self.rope_sin[:n_s])[0].transpose(0, 1))
+            values.append(attention.wv(x).view(n_s, attention.n_local_kv_heads, attention.head_dim).transpose(0, 1))
+        return torch.stack(keys), torch.stack(values)
+
+    @torch.no_grad()
+    def run_layer(self, layer: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:
+        """hook: block `layer` alone on input h (bsz, seqlen, dim) at positions start..start+seqlen-1, no cache
+        (the keys are h's own positions), recorded: attention probabilities and head outputs."""
+        total, dtype = h.shape[1], h.dtype
+        cos = self.rope_cos[start:start + total].to(h.device, compute_dtype(dtype))
+        sin = self.rope_sin[start:start + total].to(h.device, compute_dtype(dtype))
+        with record(self, "attention_probs", "head_outputs") as recorded:
+            self.layers[layer](h, 0, cos, sin, causal_mask(total, 0, dtype, h.device), False)
+        return {name: tensors[layer] for name, tensors in recorded.items()}
 
     def prefix_shape(self, prefix_len: int) -> Tuple[int, int, int]:
         """Prefix-tuning: the shape of a prefix of prefix_len positions, (n_layers, prefix_len, dim)."""

@@ -90,7 +90,7 @@ def gpt2_prefixes(model, where: Optional[Path] = None, name: str = LONGER_PREFIX
 def virtual_tokens(model, where: Optional[Path] = None, name: str = VIRTUAL_TOKENS) -> torch.Tensor:
     """The paper's Section 3 virtual tokens, (N, length, dim) float32 on the CPU, fed as input embeddings."""
     path, saved = _load(name, where)
-    dim = model.params.dim
+    dim = model.dims.width
     if not isinstance(saved, torch.Tensor) or saved.dim() != 3 or saved.shape[-1] != dim:
         shape = tuple(saved.shape) if isinstance(saved, torch.Tensor) else type(saved).__name__
         raise ValueError(f"{path} holds {shape}, but this model takes virtual tokens of shape (N, length, {dim}): "

@@ -28,7 +28,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.records import ROOT, shown
-from lm import prefix_attention as pa
 from lm.prefix_tune import load_prefixes
 from lm.stand_ins import load_model
 
@@ -75,8 +74,8 @@ def export_prefix(model, prefix: torch.Tensor, out: Path, base_hf: Path) -> Path
     """Write one prefix (n_layers, n_S, dim) of `model` as a PEFT prefix-tuning adapter for the Hugging Face
     model in `base_hf` (its keys and values in float32)."""
     from peft import PrefixTuningConfig
-    keys, values = pa.prefix_keys_values(model, prefix.float())
-    if hasattr(model, "params"):  # LLaMA: Hugging Face's rotary layout
+    keys, values = model.prefix_keys_values(prefix.float())
+    if model.family == "llama":  # Hugging Face's rotary layout
         keys = keys[..., rotate_half_order(keys.shape[-1])]
     n_layers, n_heads, n_s, head_dim = keys.shape
     config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_s, token_dim=n_heads * head_dim,

@@ -13,8 +13,6 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from core.loop import logits_of
-from llama.model import apply_rotary
 from lm.text_tasks import pad_right
 from recording import record
 
@@ -23,16 +21,16 @@ from recording import record
 def last_token_prefix_attention(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
                                 batch_size: int = 32) -> torch.Tensor:
     """(n_inputs, n_layers, n_heads, n_S): each head's attention from each prompt's last token to the prefix."""
-    n_prefix = prefix.shape[-2]
+    prefix_len = prefix.shape[-2]
     out = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start: start + batch_size]
         x = pad_right(batch, pad_id)
         with record(model, "attention_probs") as recorded:
-            logits_of(model, x, prefix)
-        last = torch.tensor([n_prefix + len(p) - 1 for p in batch])            # the last token's query row
+            model.logits(x, prefix)
+        last = torch.tensor([prefix_len + len(p) - 1 for p in batch])            # the last token's query row
         rows = torch.arange(len(batch))
-        out.append(torch.stack([a[rows, :, last, :n_prefix] for a in recorded["attention_probs"]], dim=1))
+        out.append(torch.stack([a[rows, :, last, :prefix_len] for a in recorded["attention_probs"]], dim=1))
     return torch.cat(out).double()
 
 
@@ -77,42 +75,9 @@ def effective_rank(vectors: torch.Tensor, centred: bool = False) -> float:
 @torch.no_grad()
 def prefix_values(model, prefix: torch.Tensor) -> torch.Tensor:
     """(n_layers, n_heads, n_S, head_dim): W_V s_k, the value vector each head computes from each prefix position
-    (from the layer's normalised input, as the model does)."""
-    values = []
-    if hasattr(model, "params"):  # LLaMA: values from the RMS-normalised input; keys/values may be shared by heads
-        for layer, s in zip(model.layers, prefix):
-            attention = layer.attention
-            v = attention.wv(layer.attention_norm(s)).view(len(s), attention.n_local_kv_heads, attention.head_dim)
-            values.append(v.repeat_interleave(attention.n_rep, dim=1).transpose(0, 1))
-    else:  # minGPT / GPT-2: values from the LayerNorm-ed input (experiment B's model has none)
-        for block, s in zip(model.transformer.h, prefix):
-            n_embd = s.shape[-1]
-            v = block.attn.c_attn(block.ln_1(s))[:, 2 * n_embd:]
-            values.append(v.view(len(s), block.attn.n_head, -1).transpose(0, 1))
-    return torch.stack(values).double()
-
-
-@torch.no_grad()
-def prefix_keys_values(model, prefix: torch.Tensor):
-    """Each layer's keys and values at the prefix positions, as a key/value cache holds them:
-    two (n_layers, n_kv_heads, n_S, head_dim) tensors. LLaMA's keys are rotated to positions 0..n_S-1 (Meta's
-    interleaved pairs); PEFT's free parametrisation of a prefix is exactly these tensors."""
-    keys, values = [], []
-    if hasattr(model, "params"):  # LLaMA
-        n_s = prefix.shape[-2]
-        for layer, s in zip(model.layers, prefix):
-            attention, x = layer.attention, layer.attention_norm(s)
-            k = attention.wk(x).view(1, n_s, attention.n_local_kv_heads, attention.head_dim)
-            k = apply_rotary(k, model.rope_cos[:n_s], model.rope_sin[:n_s])[0]
-            keys.append(k.transpose(0, 1))
-            values.append(attention.wv(x).view(n_s, attention.n_local_kv_heads, attention.head_dim).transpose(0, 1))
-    else:  # minGPT / GPT-2
-        for block, s in zip(model.transformer.h, prefix):
-            n_embd, n_head = s.shape[-1], block.attn.n_head
-            _, k, v = block.attn.c_attn(block.ln_1(s)).split(n_embd, dim=-1)
-            keys.append(k.view(len(s), n_head, -1).transpose(0, 1))
-            values.append(v.view(len(s), n_head, -1).transpose(0, 1))
-    return torch.stack(keys), torch.stack(values)
+    (`model.prefix_keys_values`; LLaMA's key/value heads repeated for the query heads that share them)."""
+    values = model.prefix_keys_values(prefix)[1]
+    return values.repeat_interleave(model.dims.n_heads // values.shape[1], dim=1).double()
 
 
 def prefix_biases(attention: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,6 @@ from typing import Dict, List
 
 import torch
 
-from llama.model import causal_mask, compute_dtype
 from lm import prefix_attention
 from lm.text_tasks import pad_right
 from recording import record
@@ -95,10 +94,10 @@ def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id:
     with torch.no_grad():
         h = model.tok_embeddings(x)
     s = prefix[0].to(dtype).expand(len(prompts), -1, -1)
-    prefixed = run_layer(model, 0, torch.cat([s, h], dim=1))
+    prefixed = model.run_layer(0, torch.cat([s, h], dim=1))
     errors = {}
     for mode, start in (("aligned", n), ("as_run", 0)):
-        plain = run_layer(model, 0, h, start=start)
+        plain = model.run_layer(0, h, start=start)
         errors[mode] = identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"],
                                        prefixed["head_outputs"], values, [len(p) for p in prompts])
     return errors
@@ -108,7 +107,7 @@ def prefixed_run(model, x: torch.Tensor, prefix: torch.Tensor) -> Dict[str, List
     """One whole prefixed run, recorded: each layer's attention probabilities and head outputs, and its input
     (B, n_S + T, dim): the prefix rows, then the content."""
     inputs: List[torch.Tensor] = []
-    handles = [layer.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach())) for layer in model.layers]
+    handles = [layer.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach())) for layer in model.blocks]
     try:
         recorded = _recorded(model, x, prefix)
     finally:
@@ -120,18 +119,6 @@ def prefixed_run(model, x: torch.Tensor, prefix: torch.Tensor) -> Dict[str, List
 def plain_run(model, x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
     """One whole prefix-free run, recorded: each layer's attention probabilities and head outputs."""
     return _recorded(model, x, None)
-
-
-@torch.no_grad()
-def run_layer(model, layer_id: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:
-    """Layer `layer_id` alone on input h (B, T, dim) at positions start..start+T-1 (no cache: the keys are h's
-    own positions): its attention probabilities and head outputs."""
-    total, dtype = h.shape[1], h.dtype
-    cos = model.rope_cos[start:start + total].to(h.device, compute_dtype(dtype))
-    sin = model.rope_sin[start:start + total].to(h.device, compute_dtype(dtype))
-    with record(model, "attention_probs", "head_outputs") as recorded:
-        model.layers[layer_id](h, 0, cos, sin, causal_mask(total, 0, dtype, h.device), False)
-    return {name: tensors[layer_id] for name, tensors in recorded.items()}
 
 
 def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id: int,
@@ -146,7 +133,7 @@ def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor,
     values = prefix_attention.prefix_values(model, prefix.to(_dtype(model)))
     errors = []
     for layer_id, h in enumerate(prefixed["inputs"]):
-        without = run_layer(model, layer_id, h[:, n:], start=n)
+        without = model.run_layer(layer_id, h[:, n:], start=n)
         errors.append(identity_errors(without["attention_probs"], without["head_outputs"],
                                       prefixed["attention_probs"][layer_id], prefixed["head_outputs"][layer_id],
                                       values[layer_id], [len(p) for p in prompts]))
@@ -173,7 +160,7 @@ def cross_layer_effects(model, prompts: List[List[int]], prefix: torch.Tensor, p
     values = prefix_attention.prefix_values(model, prefix.to(_dtype(model)))
     inside = (torch.arange(x.shape[1])[None, :] < torch.tensor([len(p) for p in prompts])[:, None]).double()  # (B, T)
     tv, share = [], []
-    for layer_id in range(len(model.layers)):
+    for layer_id in range(model.dims.n_layers):
         probs, plain_probs = prefixed["attention_probs"][layer_id].double(), plain["attention_probs"][layer_id].double()
         kept = 1 - probs[:, :, n:, :n].sum(-1)                                                   # (B, H, T)
         distance = 0.5 * (probs[:, :, n:, n:] / kept[..., None] - plain_probs).abs().sum(-1)      # (B, H, T)

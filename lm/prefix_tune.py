@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from core import checkpoint
 from core.checkpoint import sha256
-from core.loop import TrainSettings, logits_of, train
+from core.loop import TrainSettings, train
 from core.records import ROOT, hardware, shown
 from lm import text_tasks
 from lm.stand_ins import model_dir, stand_in
@@ -72,12 +72,6 @@ def load(family: str, folder: Optional[Path], rows: int, max_seq_len: int, devic
     from lm.stand_ins import load_gpt2
     model, tokenizer = load_gpt2(folder)
     return model.to(device), tokenizer, folder
-
-
-def context_of(model) -> int:
-    """Positions the model takes, the prefix's included."""
-    config = model.config
-    return config.block_size if hasattr(config, "block_size") else config.max_seq_len
 
 
 def load_prefixes(path: Path, model) -> Dict:
@@ -110,7 +104,7 @@ def greedy_continuations(model, prompts: List[List[int]], prefix: Optional[torch
     (prompts of one length together)."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     continuations: Dict[int, List[int]] = {}
-    if hasattr(model, "params"):  # LLaMA
+    if model.family == "llama":
         from llama.generation import Llama
         generator = Llama(model)
         for start in range(0, len(order), batch_size):
@@ -139,7 +133,7 @@ def target_log_probs(model, items: List[Encoded], prefix: Optional[torch.Tensor]
     scores = []
     for start in range(0, len(items), batch_size):
         x, y = text_tasks.training_batch(items[start: start + batch_size], pad_id)
-        log_probs = logits_of(model, x.to(device), prefix).float().log_softmax(-1).cpu()
+        log_probs = model.logits(x.to(device), prefix).float().log_softmax(-1).cpu()
         token = log_probs.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         scores.append((token * (y != -1)).sum(1))
     return torch.cat(scores)
@@ -247,49 +241,67 @@ def run(args) -> Dict:
     task = task_of(args.task, args.train, args.test, args.corpus, args.validation)
     if args.eval_every:
         task.examples("validation")  # --eval-every reads it: a task without one fails here, not mid-run
-    run_name = f"{family}-{args.task}-n{args.prefix_len}"
-    out = args.out or ROOT / "results" / "prefix_tuning" / run_name
+    out = args.out or ROOT / "results" / "prefix_tuning" / f"{family}-{args.task}-n{args.prefix_len}"
     if (out / "manifest.json").exists() and not (out / "training" / "train_state.pt").exists() and not args.force:
         raise FileExistsError(f"{out} holds a finished run (its manifest.json), which notebooks and records may read: "
                               "pass --out another folder, or --force to replace it")
     rows = len(args.seeds) * args.batch_size
     model, tokenizer, folder = load(family, args.llama or args.gpt2 or None, rows, args.max_seq_len, args.device)
     eos = args.task == "table_to_text"
-    train_items = [text_tasks.encode(tokenizer, e, eos) for e in task.examples("train")]
-    test_items = [text_tasks.encode(tokenizer, e, eos) for e in task.examples("test")]
-    needed = args.prefix_len + max(text_tasks.longest(train_items), text_tasks.longest(test_items) + (MAX_NEW_TOKENS if eos else 0))
-    if needed > context_of(model):
-        raise ValueError(f"a prefix of {args.prefix_len} positions and the task's longest example need {needed} "
-                         f"positions, but the model takes {context_of(model)}: shorten the prefix"
-                         + (" or raise --max-seq-len" if family == "llama" else ""))
-
-    steps_per_epoch = len(train_items) / args.batch_size
-    steps = math.ceil(args.epochs * steps_per_epoch) if args.epochs else args.steps
-    max_steps = math.ceil(args.until_plateau * steps_per_epoch) if args.until_plateau else steps
-    state_dir = out / "training"
-    s = settings(max_steps, args.batch_size, args.lr, args.prefix_len, args.seeds, args.data_seed,
-                 state_dir / "train_state.pt", progress=args.rank == 0)
-    s = replace(s, eval_steps=tuple(range(args.eval_every, max_steps + 1, args.eval_every)) if args.eval_every else ())
+    items = {split: [text_tasks.encode(tokenizer, e, eos) for e in task.examples(split)] for split in ("train", "test")}
+    check_fits(model, args.prefix_len, items, eos, family)
+    s, min_steps = training_settings(args, len(items["train"]), out / "training")
     metric = "accuracy" if args.task == "classification" else "bleu"
 
     def validate(result):  # each prefix on the validation split; the prefixes kept for the record
         if args.rank == 0:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(result.prefixes.detach().cpu(), state_dir / f"prefixes_step{result.step}.pt")
+            (out / "training").mkdir(parents=True, exist_ok=True)
+            torch.save(result.prefixes.detach().cpu(), out / "training" / f"prefixes_step{result.step}.pt")
         return [evaluate(task, model, tokenizer, p, "validation")[metric] for p in result.prefixes.detach()]
 
     state = Path(s.checkpoint_path)
     resumed_from = checkpoint.read(state)["step"] if state.exists() else 0
     start = time.time()
-    result = train_in_pieces(model, s, text_tasks.batch_source(train_items, s.batch_size, s.n_prefixes, tokenizer.eos_id),
-                             args.device, validate, steps, bool(args.until_plateau), 3600 * args.max_hours)
-    train_wall = time.time() - start
-    prefixes = result.prefixes.detach()
-
+    result = train_in_pieces(model, s, text_tasks.batch_source(items["train"], s.batch_size, s.n_prefixes, tokenizer.eos_id),
+                             args.device, validate, min_steps, bool(args.until_plateau), 3600 * args.max_hours)
+    walls = {"training": round(time.time() - start, 1)}
     start = time.time()
     untuned = evaluate(task, model, tokenizer, None)
-    tuned = [evaluate(task, model, tokenizer, p) for p in prefixes]
-    eval_wall = time.time() - start
+    tuned = [evaluate(task, model, tokenizer, p) for p in result.prefixes.detach()]
+    walls["evaluation"] = round(time.time() - start, 1)
+    manifest = manifest_of(args, family, folder, task, s, result, metric, untuned, tuned)
+    manifest.update(wall_time_s=walls, resumed_from_step=resumed_from)   # > 0: the wall time covers the steps after it
+    if args.rank == 0:
+        save_run(out, manifest, result, args, family)
+    return manifest
+
+
+def check_fits(model, prefix_len: int, items: Dict[str, List[Encoded]], eos: bool, family: str) -> None:
+    """A clear error when the prefix and the task's longest example (and, for generation, its continuation)
+    do not fit the model's context."""
+    needed = prefix_len + max(text_tasks.longest(items["train"]),
+                              text_tasks.longest(items["test"]) + (MAX_NEW_TOKENS if eos else 0))
+    if needed > model.dims.context:
+        raise ValueError(f"a prefix of {prefix_len} positions and the task's longest example need {needed} "
+                         f"positions, but the model takes {model.dims.context}: shorten the prefix"
+                         + (" or raise --max-seq-len" if family == "llama" else ""))
+
+
+def training_settings(args, n_train: int, state_dir: Path):
+    """The trainer's settings for the command's arguments, and the steps to take before --until-plateau may
+    stop (all of them without it)."""
+    steps_per_epoch = n_train / args.batch_size
+    steps = math.ceil(args.epochs * steps_per_epoch) if args.epochs else args.steps
+    max_steps = math.ceil(args.until_plateau * steps_per_epoch) if args.until_plateau else steps
+    s = settings(max_steps, args.batch_size, args.lr, args.prefix_len, args.seeds, args.data_seed,
+                 state_dir / "train_state.pt", progress=args.rank == 0)
+    return replace(s, eval_steps=tuple(range(args.eval_every, max_steps + 1, args.eval_every)) if args.eval_every else ()), steps
+
+
+def manifest_of(args, family: str, folder: Path, task: TextTask, s: TrainSettings, result, metric: str,
+                untuned: Dict, tuned: List[Dict]) -> Dict:
+    """The run's record: command, inputs with their sha256, settings, curves and every metric."""
+    n_train = len(task.examples("train"))
     manifest = {
         "command": "python -m lm.prefix_tune " + " ".join(args.argv),
         "family": family, "task": args.task, "model_folder": shown(folder),
@@ -300,11 +312,9 @@ def run(args) -> Dict:
         "examples": {split: len(task.examples(split)) for split in ("train", "test")},
         "hardware": f"{hardware(args.device)}, {args.world_size} process(es)",
         "torch": torch.__version__, "settings": asdict(s) | {"checkpoint_path": None},
-        "wall_time_s": {"training": round(train_wall, 1), "evaluation": round(eval_wall, 1)},
-        "resumed_from_step": resumed_from,   # > 0: the training time covers the steps after it only
         "train_time_s": round(result.train_time_s, 1),   # summed over every piece of the run
         "steps": result.step, "examples_seen_per_prefix": result.step * s.batch_size,
-        "epochs": round(result.step * s.batch_size / len(train_items), 3),
+        "epochs": round(result.step * s.batch_size / n_train, 3),
         "loss_curve": result.losses, "metric": metric, "seeds": list(args.seeds),
         "untuned": untuned, "prefixes": tuned,
         "mean": sum(t[metric] for t in tuned) / len(tuned),
@@ -315,32 +325,36 @@ def run(args) -> Dict:
                                         "mean": [[step, sum(v) / len(v)] for step, v in result.evals]}
     if args.until_plateau:
         timed_out = bool(args.max_hours) and result.train_time_s >= 3600 * args.max_hours
+        stopped = plateaued(result.evals) if result.evals else False
         manifest["stopping"] = {"min_epochs": args.epochs, "max_epochs": args.until_plateau,
                                 "rule": f"mean validation {metric} gained <= {PLATEAU_GAIN} points over the last "
                                         f"{PLATEAU_SHARE:.0%} of the steps taken",
-                                "max_hours": args.max_hours or None,
-                                "plateaued": plateaued(result.evals) if result.evals else False,
-                                "stopped_by": ("plateau" if plateaued(result.evals) else "time budget" if timed_out
-                                               else "max epochs")}
+                                "max_hours": args.max_hours or None, "plateaued": stopped,
+                                "stopped_by": "plateau" if stopped else "time budget" if timed_out else "max epochs"}
     if args.task == "classification":
         manifest["majority"] = majority(task)
-    if args.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save({"prefixes": prefixes.cpu(), "seeds": list(args.seeds), "prefix_len": args.prefix_len,
-                    "family": family, "task": args.task, "settings": manifest["settings"]}, out / "prefixes.pt")
-        manifest["prefixes_sha256"] = sha256(out / "prefixes.pt")
-        if result.evals:  # the prefixes at each evaluated step, for analyses of how training moves them
-            by_step = {step: torch.load(state_dir / f"prefixes_step{step}.pt") for step, _ in result.evals}
-            torch.save({"prefixes_by_step": by_step, "seeds": list(args.seeds)}, out / "prefixes_by_step.pt")
-            manifest["prefixes_by_step_sha256"] = sha256(out / "prefixes_by_step.pt")
-        for path in state_dir.glob("*.pt") if state_dir.exists() else ():
-            path.unlink()
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        summary = {k: manifest[k] for k in ("family", "task", "steps", "wall_time_s", "mean")}
-        summary["untuned"] = untuned[metric]
-        summary["majority"] = manifest.get("majority", {}).get("accuracy")
-        print(json.dumps(summary, indent=1))
     return manifest
+
+
+def save_run(out: Path, manifest: Dict, result, args, family: str) -> None:
+    """Write the run folder: prefixes.pt, the prefixes at each validation point, manifest.json; the training
+    state goes."""
+    state_dir = out / "training"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"prefixes": result.prefixes.detach().cpu(), "seeds": list(args.seeds), "prefix_len": args.prefix_len,
+                "family": family, "task": args.task, "settings": manifest["settings"]}, out / "prefixes.pt")
+    manifest["prefixes_sha256"] = sha256(out / "prefixes.pt")
+    if result.evals:  # the prefixes at each evaluated step, for analyses of how training moves them
+        by_step = {step: torch.load(state_dir / f"prefixes_step{step}.pt") for step, _ in result.evals}
+        torch.save({"prefixes_by_step": by_step, "seeds": list(args.seeds)}, out / "prefixes_by_step.pt")
+        manifest["prefixes_by_step_sha256"] = sha256(out / "prefixes_by_step.pt")
+    for path in state_dir.glob("*.pt") if state_dir.exists() else ():
+        path.unlink()
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    summary = {k: manifest[k] for k in ("family", "task", "steps", "wall_time_s", "mean")}
+    summary["untuned"] = manifest["untuned"][manifest["metric"]]
+    summary["majority"] = manifest.get("majority", {}).get("accuracy")
+    print(json.dumps(summary, indent=1))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from typing import Callable, List
 import torch
 
 from core.checkpoint import sha256
-from core.loop import TrainSettings, logits_of, train
+from core.loop import TrainSettings, train
 from core.records import ROOT, hardware
 from lm import corpus
 from lm.stand_ins import StandIn, load_model, stand_in
@@ -97,7 +97,7 @@ def perplexity(model: torch.nn.Module, stream: torch.Tensor, context: int, batch
     total, count = 0.0, 0
     device = next(model.parameters()).device
     for i in range(0, n, batch_size):
-        logits = logits_of(model, x[i:i + batch_size].to(device)).float()
+        logits = model.logits(x[i:i + batch_size].to(device)).float()
         total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), y[i:i + batch_size].flatten().to(device),
                                                    reduction="sum").item()
         count += y[i:i + batch_size].numel()

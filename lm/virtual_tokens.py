@@ -220,7 +220,7 @@ def sweep_checkpoints(folders: List[Path], sweep: "Sweep", progress: bool = True
         if validation is None:
             validation = token_stream(corpus.texts(corpus.read(ROOT / "data" / "corpus"), "validation"), llama.tokenizer)
         model = llama.model
-        n_hard = model.params.vocab_size if sweep.vocab_subset is None else sweep.vocab_subset
+        n_hard = model.dims.vocab_size if sweep.vocab_subset is None else sweep.vocab_subset
         counts = unique_counts(model, n_hard, sweep.completion_len, sweep.virtual_ratio, sweep.seed)
         rows.append({"step": checkpoint_step(folder), "folder": folder.name,
                      "val_perplexity": perplexity(model, validation, STAND_INS["llama"].context),

@@ -20,7 +20,6 @@ QUEUE2=${QUEUE2-"D --seeds 0;C --seeds 1;D --seeds 2"}
 LOGS=$(cd "$(dirname "$0")/.." && pwd)/results/cpu_run   # committed: the record of each run's times
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$LOGS"
-cd "$(dirname "$0")/../minGPT"
 
 run_queue() {  # run_queue LOGNAME "ARGS;ARGS;...": the runs one after the other, each timed in the log
   local log=$LOGS/$1.log job

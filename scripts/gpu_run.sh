@@ -18,10 +18,10 @@ GROUP1=${GROUP1:-"C --seeds 0"}
 GROUP2=${GROUP2:-"D --seeds 1;D --seeds 2"}
 BENCH=${BENCH:-1}
 ROOT=$(mktemp -d)
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONUNBUFFERED=1
-cd "$(dirname "$0")/../minGPT"
 # start from the committed runs: stored components load instead of retraining, results files merge
-mkdir -p "$ROOT/minGPT" && cp -r ../results "$ROOT/" && cp -r checkpoints "$ROOT/minGPT/"
+mkdir -p "$ROOT/minGPT" && cp -r "$REPO/results" "$ROOT/" && cp -r "$REPO/minGPT/checkpoints" "$ROOT/minGPT/"
 
 left() { echo $(( LIMIT - SECONDS )); }
 run() {  # run LOGNAME ARGS...: one experiments process, stopped when the time is up
@@ -45,10 +45,9 @@ run_group group1 "$GROUP1" &
 run_group group2 "$GROUP2" &
 wait
 
-cd "$ROOT"
-tar czf "$OUT/results.tgz" results/section5 2>/dev/null
+tar -C "$ROOT" -czf "$OUT/results.tgz" results/section5 2>/dev/null
 for seed in 0 1 2; do  # one tarball per seed keeps each file under the 16 MiB transfer limit
-  files=$(find minGPT/checkpoints -path "*seed$seed/*" -o -name manifest.json | sort)
-  [ -n "$files" ] && tar czf "$OUT/checkpoints_seed$seed.tgz" $files
+  files=$(find "$ROOT/minGPT/checkpoints" -path "*seed$seed/*" -o -name manifest.json | sed "s|^$ROOT/||" | sort)
+  [ -n "$files" ] && tar -C "$ROOT" -czf "$OUT/checkpoints_seed$seed.tgz" $files
 done
 echo "finished in ${SECONDS}s" >>"$OUT/device.txt"

@@ -7,13 +7,14 @@
 #   bash scripts/peft_diagnoses.sh --help
 set -euo pipefail
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,6p' "$0" | cut -c3-; exit 0; fi
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-RUN=results/prefix_tuning/gpt2-classification-n10
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$REPO/.venv/bin/python}
+RUN=$REPO/results/prefix_tuning/gpt2-classification-n10
+PEFT=$REPO/results/peft
 for seed in 1 2 3; do
-  "$PY" -m lm.peft_adapters "$RUN" --index $((seed - 1)) --out "results/peft/project-gpt2-classification-n10/seed$seed"
+  "$PY" -m lm.peft_adapters "$RUN" --index $((seed - 1)) --out "$PEFT/project-gpt2-classification-n10/seed$seed"
   for adapters in gpt2-classification-n10 project-gpt2-classification-n10; do
-    "$PY" -m lm.diagnose --hf-model models/gpt2-standin --adapter "results/peft/$adapters/seed$seed" \
-      --task classification --n-inputs 259 --out "results/peft/$adapters/seed$seed/diagnosis"
+    "$PY" -m lm.diagnose --hf-model "$REPO/models/gpt2-standin" --adapter "$PEFT/$adapters/seed$seed" \
+      --task classification --n-inputs 259 --out "$PEFT/$adapters/seed$seed/diagnosis"
   done
 done

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from core.records import ROOT
-from mingpt.experiments import Paths
 from mingpt.report import claims, load, table
+from mingpt.store import Paths
 from mingpt.tasks import TASK_SYMBOLS
 
 TITLES = {

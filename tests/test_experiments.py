@@ -3,7 +3,7 @@
 import json
 from dataclasses import replace
 
-from mingpt import experiments, profiles
+from mingpt import components, experiments, profiles
 
 
 def _manifest(runner: experiments.Runner, experiment: str) -> dict:
@@ -39,8 +39,8 @@ def test_a_fine_tuned_model_is_evaluated_as_committed(tmp_path):
     from mingpt.checkpoint import load_model_from
     runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
     spec = runner.specs["A"]
-    base = runner.pretrained(spec, 0)
-    trained = runner.finetuned(spec, 0, base, "sort_desc")
+    base = runner.components.pretrained(spec, 0)
+    trained = runner.components.finetuned(spec, 0, base, "sort_desc")
     path = runner.paths.component("A", 0, "finetuned_sort_desc")
     committed = load_model_from(read(path), spec.model.config(spec.prefix_len), path)
     for (name, a), b in zip(trained.state_dict().items(), committed.state_dict().values()):
@@ -64,14 +64,14 @@ def test_every_prefix_init_is_its_own_draw():
     for name, count in (("cpu", 1 + 4 * 4 + 6 + 1), ("cpu-next", 4 + 4 * 4 + (4 + 1 + 4) + 4)):  # A ↘, C H, D H
         specs = profiles.profile(name)                                                             # searched
         seeds = [s for seed in range(3) for name in "ABCD" for group, _ in specs[name].prefix_groups
-                 for s in experiments.prefix_seeds(specs[name], seed, group)]
+                 for s in components.prefix_seeds(specs[name], seed, group)]
         assert len(seeds) == 3 * count
         assert len(set(seeds)) == len(seeds)
     specs = profiles.profile("cpu")
     # the committed components record these seeds: the scheme must not drift (15 hex digits of a sha256)
-    assert experiments.prefix_seeds(specs["C"], 0, ("sort_asc_add1",)) == (610394100888815990,)
+    assert components.prefix_seeds(specs["C"], 0, ("sort_asc_add1",)) == (610394100888815990,)
     gpu_b = profiles.profile("gpu")["B"]  # committed with seeds seed + k, restart by restart
-    assert experiments.prefix_seeds(gpu_b, 1, profiles.MIX) == tuple(range(1, 17))
+    assert components.prefix_seeds(gpu_b, 1, profiles.MIX) == tuple(range(1, 17))
 
 
 def test_a_prefix_retrains_when_its_init_seeds_change(tmp_path):
@@ -80,7 +80,7 @@ def test_a_prefix_retrains_when_its_init_seeds_change(tmp_path):
     key = "minGPT/checkpoints/quick/A/seed0/prefixes_sort_desc.pt"
     first = _manifest(runner, "A")
     before = first[key]
-    assert before["prefix_seeds"] == list(experiments.prefix_seeds(runner.specs["A"], 0, ("sort_desc",)))
+    assert before["prefix_seeds"] == list(components.prefix_seeds(runner.specs["A"], 0, ("sort_desc",)))
     runner.specs["A"] = replace(runner.specs["A"], prefix_init="consecutive")
     runner.run("A")
     manifest = _manifest(runner, "A")
@@ -94,9 +94,9 @@ def test_a_pretrained_model_retrains_when_the_profile_changes_its_shape(tmp_path
     """A stored model of another width is trained again (not loaded into a config it does not fit)."""
     runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
     spec = runner.specs["D"]
-    assert runner.pretrained(spec, 0).config.n_embd == spec.model.n_embd
+    assert runner.components.pretrained(spec, 0).config.n_embd == spec.model.n_embd
     wider = replace(spec, model=replace(spec.model, n_embd=2 * spec.model.n_embd))
-    assert runner.pretrained(wider, 0).config.n_embd == 2 * spec.model.n_embd
+    assert runner.components.pretrained(wider, 0).config.n_embd == 2 * spec.model.n_embd
     assert "model_config" in capsys.readouterr().out
     entry = _manifest(runner, "D")["minGPT/checkpoints/quick/D/seed0/pretrained.pt"]
     assert entry["model_config"]["n_embd"] == 2 * spec.model.n_embd

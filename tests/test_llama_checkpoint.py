@@ -15,12 +15,12 @@ import pytest
 import sentencepiece
 import torch
 
+from core.records import ROOT
 from llama import CheckpointError, Llama, ModelArgs, Tokenizer, Transformer
 from llama.checkpoint import checkpoint_params, save_checkpoint
 from llama.shards import main as shards_main
 from llama.shards import reshard
 
-REPO = Path(__file__).resolve().parents[1]
 TOKENS = [[5, 17, 3, 40, 22, 9], [33, 2, 12, 8, 61, 4]]
 TEXT = [
     "prompting prepends real tokens to the input",
@@ -161,7 +161,7 @@ def free_port() -> int:
 def test_two_process_run_matches_merged_checkpoint(ckpt_dir, tmp_path):
     reshard(str(ckpt_dir), str(tmp_path / "two"), parts=2)
     out = tmp_path / "rank0.pt"
-    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,

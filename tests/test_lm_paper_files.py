@@ -7,7 +7,6 @@ import pytest
 import torch
 from paper_layout import write_dart_prefix, write_tensor
 
-from core.loop import logits_of
 from core.records import ROOT
 from lm import paper_files
 from lm import virtual_tokens as vt
@@ -34,7 +33,7 @@ def test_a_dart_prefix_file_gives_the_projects_logits(llama, tmp_path):
     loaded = paper_files.llama_prefix(llama, tmp_path)
     assert loaded.dtype == torch.float32 and not loaded.requires_grad and torch.equal(loaded, committed.float())
     with torch.no_grad():
-        assert torch.equal(logits_of(llama, PROMPTS, loaded), logits_of(llama, PROMPTS, committed.float()))
+        assert torch.equal(llama.logits(PROMPTS, loaded), llama.logits(PROMPTS, committed.float()))
 
 
 def test_the_longer_prefixes_file_gives_the_projects_logits(gpt2, tmp_path):
@@ -44,7 +43,7 @@ def test_the_longer_prefixes_file_gives_the_projects_logits(gpt2, tmp_path):
     assert loaded.shape == committed.shape == (20, *gpt2.prefix_shape(10))
     with torch.no_grad():
         for k in (0, 19):
-            assert torch.equal(logits_of(gpt2, PROMPTS, loaded[k]), logits_of(gpt2, PROMPTS, committed[k].float()))
+            assert torch.equal(gpt2.logits(PROMPTS, loaded[k]), gpt2.logits(PROMPTS, committed[k].float()))
 
 
 def test_the_virtual_tokens_file_gives_the_same_completions_of_one_or_more_vectors(llama, tmp_path):

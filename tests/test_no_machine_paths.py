@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from core.records import ROOT
+
 OUTSIDE = re.compile(r"(?<![\w.~])/(?:work|home|tmp|root|mnt|opt|var|Users)/|\.\./shared\b")
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from paper_layout import write_dart_prefix, write_mingpt_files, write_tensor
 
+from core.records import ROOT
 from lm import paper_files
 from lm import virtual_tokens as vt
 from lm.prefix_tune import load_prefixes
 from lm.stand_ins import load_model
 
-ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
 run_notebooks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(run_notebooks)

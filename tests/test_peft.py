@@ -16,7 +16,6 @@ from peft import (
 )
 from transformers import AutoModelForCausalLM
 
-from core.loop import logits_of
 from core.records import ROOT
 from llama.checkpoint import load_shard
 from llama.convert_hf import load_hf_checkpoint, save_hf_checkpoint
@@ -69,8 +68,8 @@ def test_an_exported_prefix_gives_the_projects_logits_through_peft(family, run, 
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
                                            str(tmp_path / "adapter")).eval()
     with torch.no_grad():
-        ours, theirs = logits_of(model, PROMPTS, prefix), peft_model(input_ids=PROMPTS).logits
-        plain = logits_of(model, PROMPTS)
+        ours, theirs = model.logits(PROMPTS, prefix), peft_model(input_ids=PROMPTS).logits
+        plain = model.logits(PROMPTS)
     assert (theirs - ours).abs().max() <= tolerance
     assert (plain - ours).abs().max() > 100 * tolerance  # the prefix matters
 

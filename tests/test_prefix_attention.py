@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from core.loop import logits_of
 from lm import prefix_attention as pa
 from lm.stand_ins import STAND_INS, load_model
 from recording import record
@@ -26,9 +25,9 @@ def test_layer0_output_is_the_prefix_bias_plus_the_scaled_plain_output(family):
         plain_model = copy.deepcopy(model)
         plain_model.transformer.wpe.weight[:-3] = model.transformer.wpe.weight[3:]
     with torch.no_grad(), record(plain_model, "head_outputs") as plain:
-        logits_of(plain_model, x)
+        plain_model.logits(x)
     with torch.no_grad(), record(model, "head_outputs") as prefixed:
-        logits_of(model, x, prefix)
+        model.logits(x, prefix)
     t, t_pt = plain["head_outputs"][0][:, -1], prefixed["head_outputs"][0][:, -1]      # (2, H, hd)
     expected = bias[:, 0] + (1 - attention[:, 0].sum(-1, keepdim=True)) * t
     assert (t_pt - expected).abs().max().item() <= 1e-10

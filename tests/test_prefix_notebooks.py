@@ -2,11 +2,11 @@
 reproduce from the committed model and prefixes."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from core.records import ROOT
 from lm import prefix_attention as pa
 from lm import prefix_bias as pb
 from lm import text_tasks
@@ -14,7 +14,6 @@ from lm.prefix_tune import load_prefixes
 from lm.pretrain import tokenizer_of
 from lm.stand_ins import load_model
 
-ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "results" / "prefix_tuning"
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
-from core.loop import _learning_rate, _loss_per_prefix, logits_of, train
+from core.loop import _learning_rate, _loss_per_prefix, train
+from core.records import ROOT
 from lm import prefix_tune, text_tasks
 from lm.stand_ins import STAND_INS, load_model
 from lm.text_tasks import Example
@@ -42,7 +41,7 @@ def loss_and_gradient(model, items, pad_id):
     """The loss of a fixed prefix on the examples, and its gradient."""
     prefix = torch.randn(model.prefix_shape(2), generator=torch.Generator().manual_seed(0)).requires_grad_()
     x, y = text_tasks.training_batch(items, pad_id)
-    loss = _loss_per_prefix(logits_of(model, x, prefix), y, 1)[0]
+    loss = _loss_per_prefix(model.logits(x, prefix), y, 1)[0]
     loss.backward()
     return loss.detach(), prefix.grad
 
@@ -61,7 +60,7 @@ def test_a_few_steps_lower_the_loss(family):
     initial = torch.randn(model.prefix_shape(2), generator=torch.Generator().manual_seed(5))
     result = train(model, s, lambda g: (x, y))
     with torch.no_grad():
-        before, after = (_loss_per_prefix(logits_of(model, x, p), y, 1).item() for p in (initial, result.prefixes[0]))
+        before, after = (_loss_per_prefix(model.logits(x, p), y, 1).item() for p in (initial, result.prefixes[0]))
     assert after < before - 0.5, (before, after)
 
 
@@ -85,7 +84,7 @@ def greedy_by_recomputing(model, prompt, prefix, eos_id, max_new_tokens):
     """Greedy decoding of one prompt, the whole sequence recomputed at every step (no cache, no padding)."""
     ids = list(prompt)
     for _ in range(max_new_tokens):
-        token = logits_of(model, torch.tensor([ids]), prefix)[0, -1].argmax().item()
+        token = model.logits(torch.tensor([ids]), prefix)[0, -1].argmax().item()
         if token == eos_id:
             break
         ids.append(token)
@@ -108,7 +107,7 @@ def test_target_log_probs_equal_a_direct_sum():
     scores = prefix_tune.target_log_probs(model, items, None, tokenizer.eos_id, batch_size=3)
     for item, score in zip(items, scores):
         ids = torch.tensor([item.prompt + item.target])
-        log_probs = logits_of(model, ids)[0].double().log_softmax(-1)
+        log_probs = model.logits(ids)[0].double().log_softmax(-1)
         positions = range(len(item.prompt) - 1, len(item.prompt) + len(item.target) - 1)
         direct = sum(log_probs[t, ids[0, t + 1]].item() for t in positions)
         assert score.item() == pytest.approx(direct, abs=1e-4)

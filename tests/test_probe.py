@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from core.records import ROOT
 from mingpt import probe, profiles
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def committed_root(tmp_path: Path) -> Path:
     """A root holding a copy of the committed cpu C seed-0 pretrained model only: nothing can be written
     into the repository's checkpoints."""
-    source = REPO / "minGPT" / "checkpoints" / "cpu" / "C"
+    source = ROOT / "minGPT" / "checkpoints" / "cpu" / "C"
     target = tmp_path / "minGPT" / "checkpoints" / "cpu" / "C"
     (target / "seed0").mkdir(parents=True)
     shutil.copy(source / "manifest.json", target / "manifest.json")
@@ -29,7 +28,7 @@ def test_probe_evaluates_along_the_way_and_counts_lora_parameters(tmp_path):
     model = profiles.profile("cpu")["C"].model
     assert record["model"] == f"{model.n_layer}/{model.n_head}/{model.n_embd}"
     assert record["trained_params"] == 10 * model.n_embd * model.n_layer  # MLP-only rank-1 LoRA: as n_S = 10
-    recorded = json.loads((REPO / "results" / "section5" / "cpu" / "C.json").read_text())
+    recorded = json.loads((ROOT / "results" / "section5" / "cpu" / "C.json").read_text())
     committed = recorded["seeds"]["0"]["accuracy"]["pretrained"]                               # the committed model's
     assert record["pretrained_accuracy"] == {task: committed[task] for task in record["pretrained_accuracy"]}
     assert sorted(p.name for p in (tmp_path / "minGPT" / "checkpoints" / "cpu" / "C").rglob("*")) == \
@@ -52,7 +51,7 @@ def test_a_prefix_probe_starts_from_the_experiments_init(tmp_path):
     """The probe's prefix is the committed ↗+1 prefix's first step: same init seed as the run recorded."""
     record = probe.probe("C", "prefix", "sort_asc_add1", samples=64, lr=1e-2, evals=1, eval_samples=16,
                          progress=False, root=committed_root(tmp_path))
-    manifest = json.loads((REPO / "minGPT" / "checkpoints" / "cpu" / "C" / "manifest.json").read_text())
+    manifest = json.loads((ROOT / "minGPT" / "checkpoints" / "cpu" / "C" / "manifest.json").read_text())
     assert [record["init_seed"]] == manifest["minGPT/checkpoints/cpu/C/seed0/prefixes_sort_asc_add1.pt"]["prefix_seeds"]
 
 

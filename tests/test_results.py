@@ -3,15 +3,14 @@
 import importlib.util
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
 from core.checkpoint import read, sha256
-from mingpt import experiments, paper, report
+from core.records import ROOT
+from mingpt import components, experiments, paper, report
 from mingpt.checkpoint import load_model_from
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = sorted((ROOT / "results" / "section5").glob("*/*.json"))
 MANIFESTS = sorted((ROOT / "minGPT" / "checkpoints").glob("*/*/manifest.json"))
 
@@ -107,7 +106,7 @@ def _trained_with(entry: dict):
         phase = next((p for g, p in spec.prefix_groups if g == group), None)
         assert phase is not None, f"the {entry['profile']} profile's {entry['experiment']} trains no prefix group {group}"
         return (phase, spec.restarts(group),
-                list(experiments.prefix_seeds(spec, entry["seed"], group)))
+                list(components.prefix_seeds(spec, entry["seed"], group)))
     return next(l.phase for l in spec.loras if list(l.targets) == entry["targets"]), None, None
 
 
@@ -160,6 +159,6 @@ def test_the_last_point_of_a_committed_curve_reproduces_from_its_checkpoint():
     task = row[len("prefix_"):]
     stored = next(p for p in folder.glob("prefixes_*.pt") if task in read(p)["prefixes"])
     prefix = read(stored, manifest[key(stored)]["sha256"])["prefixes"][task]
-    recomputed = experiments.accuracies(base.eval(), (task,), prefix, 3200)[task]
+    recomputed = components.accuracies(base.eval(), (task,), prefix, 3200)[task]
     assert recomputed > 50  # a curve that ends high: the check below could not pass by accident
     assert round(recomputed, 4) == run["curves"][row][-1][1] == round(run["accuracy"][row][task], 4)

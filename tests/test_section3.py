@@ -2,15 +2,14 @@
 measures are right on hand-made cases, and the committed run shows claim 1's measurable form."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from core.records import ROOT
 from lm import virtual_tokens as vt
 from lm.stand_ins import load_llama
 
-ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "results" / "section3" / "llama_token_vs_soft_token.json"
 
 

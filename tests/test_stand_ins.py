@@ -4,17 +4,16 @@ import json
 import math
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 
+from core.records import ROOT
 from llama import CheckpointError
 from lm import baselines, corpus
 from lm.pretrain import perplexity, sha256, token_stream, tokenizer_of
 from lm.stand_ins import STAND_INS, load_model, model_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 LAYOUTS = {"llama": ["params.json", "consolidated.00.pth", "tokenizer.model"],
            "gpt2": ["config.json", "model.safetensors", "vocab.json", "merges.txt"]}
 
@@ -43,9 +42,7 @@ def test_stand_in_is_in_its_real_layout_and_matches_its_manifest(family):
 @pytest.mark.parametrize("family", STAND_INS)
 def test_stand_in_shape_suits_layer_and_head_analyses(family):
     model = load_model(family)
-    config = model.config
-    n_layers = getattr(config, "n_layers", None) or config.n_layer
-    n_heads = getattr(config, "n_heads", None) or config.n_head
+    n_layers, n_heads = model.dims.n_layers, model.dims.n_heads
     assert n_layers >= 6 and n_heads >= n_layers
     assert 2e6 <= manifest(family)["parameters"] <= 1e7
     total = sum(p.stat().st_size for f in STAND_INS.values() for p in f.folder.iterdir())

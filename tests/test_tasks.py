@@ -5,16 +5,14 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
+from core.records import ROOT
 from mingpt import plots, tasks
 from mingpt.tasks import INPUT_LEN, TASKS
-
-REPO = Path(__file__).resolve().parents[1]
 
 # a few fixed inputs and their pinned split: changing the hash changes every test set
 PINNED_INPUTS = [[0] * 10, [7] * 10, [0, 1, 2, 3, 4, 5, 6, 7, 0, 1], [2, 6, 0, 1, 4, 6, 3, 0, 1, 2],
@@ -182,8 +180,8 @@ def test_split_is_pinned_and_same_in_a_fresh_process():
               "inputs = torch.tensor(eval(sys.stdin.read())); "
               "print(''.join('1' if t else '0' for t in tasks.is_test(inputs).tolist()))")
     result = subprocess.run([sys.executable, "-c", script], input=str(inputs.tolist()),
-                            capture_output=True, text=True, check=True, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "minGPT"),
+                            capture_output=True, text=True, check=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "minGPT"),
                                  "PYTHONHASHSEED": "random"})
     here = "".join("1" if t else "0" for t in tasks.is_test(inputs).tolist())
     assert result.stdout.strip() == here

@@ -2,16 +2,15 @@
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 
+from core.records import ROOT
 from lm import corpus, text_tasks
 from lm.corpus import Record
 from lm.text_tasks import Example, classification_example, table_example
 
-ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "corpus"
 
 

@@ -1,14 +1,13 @@
 """The stand-ins' tokenizers: each of its family's kind, lossless on any text, read from the model folder."""
 
 import random
-from pathlib import Path
 
 import pytest
 
+from core.records import ROOT
 from llama.tokenizer import Tokenizer
 from mingpt.gpt2_tokenizer import GPT2Tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
 LLAMA_DIR, GPT2_DIR = ROOT / "models" / "llama-standin", ROOT / "models" / "gpt2-standin"
 
 ODD_TEXTS = ["", " ", "  leading and trailing  ", "\ttab\r\nCRLF\n\n\n", "nul\x00 bell\x07", "x" * 300,

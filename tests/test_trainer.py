@@ -162,7 +162,7 @@ def test_resume_mid_draw_equals_uninterrupted_bit_for_bit(tmp_path):
     """The runner's stream draws BATCHES_PER_DRAW batches a call; a checkpoint taken between draws keeps
     the unused ones, so resuming at a step that is not a multiple of the draw size changes nothing."""
     from mingpt import tasks
-    from mingpt.experiments import BATCHES_PER_DRAW, BatchStream
+    from mingpt.components import BATCHES_PER_DRAW, BatchStream
     ids = torch.tensor([tasks.TASKS.index("sort_asc"), tasks.TASKS.index("add1")])
     stream = lambda: BatchStream(lambda g: ids[torch.randint(2, (ROWS,), generator=g)], N_S, "cpu")
     config = GPTConfig(vocab_size=10, block_size=N_S + 20, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
@@ -224,9 +224,8 @@ def test_training_time_adds_up_over_the_pieces_of_a_resumed_run(tmp_path):
 
 def greedy_accuracy(model, prefix, x, y):
     """A stand-in held-out metric: share of the last-4 targets the model's argmax gets right (no random state)."""
-    from core.loop import logits_of
     with torch.no_grad():
-        logits = logits_of(model.eval(), x, prefix)
+        logits = model.eval().logits(x, prefix)
     return ((logits[:, -4:].argmax(-1) == y[:, -4:]).float().mean() * 100).item()
 
 

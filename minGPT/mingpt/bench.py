@@ -18,7 +18,8 @@ from core.loop import TrainSettings, train
 from core.records import hardware
 
 from . import tasks
-from .experiments import BATCHES_PER_DRAW, BatchStream, default_device
+from .components import BATCHES_PER_DRAW, BatchStream
+from .experiments import default_device
 from .model import GPT, GPTConfig
 
 CONFIGS = [  # (name, layers, heads, width, n_S, LayerNorm before attention)

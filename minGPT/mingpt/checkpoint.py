@@ -17,7 +17,7 @@ def model_state(model: GPT, half: bool = False) -> dict:
 def load_model_from(ckpt: dict, config: Optional[GPTConfig] = None, source: str = "checkpoint") -> GPT:
     """Build a float32 GPT, in eval mode, from a checkpoint dict; if `config` is given it must match."""
     if config is not None:
-        check_config(ckpt["model_config"], config, source=str(source))
+        check_config(ckpt["model_config"], asdict(config), source=str(source))
     model = GPT(GPTConfig(**ckpt["model_config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     return model.eval()

@@ -19,18 +19,20 @@ is listed here and marked on the line that makes it, with one of four markers:
   * `logits_to_keep` (and the attention's `queries_from`): the last layer computes only the positions
     whose logits are kept;
   * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
-  * `LORA_TARGETS` and `blocks`, what `core.lora` adapts;
+  * the family interface (`core.family.PrefixLM`): `family`, `dims`, `blocks`, `hyperparameters`, `logits`,
+    `run_layer`, and `LORA_TARGETS`, what `core.lora` adapts;
   * `layer_norm_eps`, so that GPT-2's and the paper's checkpoints load exactly.
 """
 
 import math
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from core.family import Dims
 from recording import HookPoint, record  # noqa: F401 - record is part of this module's interface
 
 
@@ -135,6 +137,7 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """GPT language model; ``forward(idx, prefix=None, targets=None)``."""
 
+    family = "gpt"  # engineering: the family interface both models implement (`core.family.PrefixLM`)
     # engineering: the linear layers of a block that each LoRA target adapts (`core.lora`)
     LORA_TARGETS = {"mlp": ("mlp.c_fc", "mlp.c_proj"), "attn_out": ("attn.c_proj",), "attn_qkv": ("attn.c_attn",)}
 
@@ -211,6 +214,37 @@ class GPT(nn.Module):
     def blocks(self) -> nn.ModuleList:
         """The transformer blocks, first to last (what LoRA and the analyses walk)."""
         return self.transformer.h
+
+    @property
+    def dims(self) -> Dims:
+        c = self.config
+        return Dims(n_layers=c.n_layer, n_heads=c.n_head, width=c.n_embd, context=c.block_size, vocab_size=c.vocab_size)
+
+    def hyperparameters(self) -> dict:
+        return asdict(self.config)
+
+    def logits(self, tokens: torch.Tensor, prefix: Optional[torch.Tensor] = None, logits_to_keep: int = 0) -> torch.Tensor:
+        """(B, T, vocab) logits (of the last logits_to_keep positions when > 0): `forward` without the loss."""
+        return self(tokens, prefix=prefix, logits_to_keep=logits_to_keep)[0]
+
+    @torch.no_grad()
+    def prefix_keys_values(self, prefix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """prefix-tuning: each layer's keys and values at the prefix positions, two (n_layer, n_head, prefix_len,
+        head_dim) tensors, from prefix (n_layer, prefix_len, n_embd) as the attention computes them."""
+        keys, values = [], []
+        for block, s in zip(self.blocks, prefix):
+            _, k, v = block.attn.c_attn(block.ln_1(s)).split(self.config.n_embd, dim=-1)
+            keys.append(k.view(len(s), self.config.n_head, -1).transpose(0, 1))
+            values.append(v.view(len(s), self.config.n_head, -1).transpose(0, 1))
+        return torch.stack(keys), torch.stack(values)
+
+    @torch.no_grad()
+    def run_layer(self, layer: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:
+        """hook: block `layer` alone on its input h (B, T, n_embd), recorded (positions enter GPT through the
+        embedding, so `start` changes nothing): attention probabilities and head outputs."""
+        with record(self, "attention_probs", "head_outputs") as recorded:
+            self.blocks[layer](h)
+        return {name: tensors[layer] for name, tensors in recorded.items()}
 
     def prefix_shape(self, prefix_len: int) -> Tuple[int, int, int]:
         """prefix-tuning: the shape of a prefix of prefix_len positions, (n_layer, prefix_len, n_embd)."""

@@ -6,7 +6,9 @@ prefix_<task> / lora name) -> test task.
 
 from typing import Dict, List, NamedTuple
 
-MIX = ("sort_asc", "sort_desc", "add1", "add2")
+from . import tasks
+
+MIX = tasks.PRETRAIN_TASKS   # ↗ ↘ +1 +2, the pretraining mixture
 
 PAPER_ACCURACY: Dict[str, Dict[str, Dict[str, float]]] = {
     "A": {"pretrained": {"sort_asc": 91.41, "sort_desc": 0.0},

@@ -30,7 +30,8 @@ from core.loop import train
 from core.records import hardware
 
 from . import tasks
-from .experiments import REPO, Runner, accuracies, prefix_seeds
+from .components import accuracies, prefix_seeds
+from .experiments import REPO, Runner
 from .model import GPT
 from .profiles import PROFILES, ModelSpec
 
@@ -43,6 +44,36 @@ def parse_model(text: str) -> ModelSpec:
     except ValueError:
         raise ValueError(f"--model takes layers/heads/width, e.g. 4/4/64, not {text!r}") from None
     return ModelSpec(n_layer, n_head, n_embd)
+
+
+def probe_runner(experiment: str, profile: str, model: str, pretrain_samples: int, root: Optional[Path],
+                 progress: bool):
+    """The runner whose pretrained model the probe trains on, and the experiment's spec: the profile's, or with
+    `model` another shape, pretrained (once) into <root>/runs/probe/, never into the committed checkpoints."""
+    runner = Runner(profile, root=root, progress=progress)
+    if experiment not in runner.specs:
+        raise ValueError(f"unknown experiment {experiment!r}; choose from {tuple(runner.specs)}")
+    spec = runner.specs[experiment]
+    if model:
+        spec = replace(spec, model=parse_model(model),
+                       pretrain=replace(spec.pretrain, samples=pretrain_samples or spec.pretrain.samples))
+        root = (root or REPO) / "runs" / "probe" / f"{model.replace('/', 'x')}-{spec.pretrain.samples}"
+        runner = Runner(profile, root=root, progress=progress)
+        runner.specs[experiment] = spec
+    return runner, spec
+
+
+def probe_component(spec, method: str, task: str, seed: int, restart: int):
+    """The phase the probed component takes its settings from and its trainer settings: a prefix the phase of
+    the experiment's prefix for the task (else its last) and that restart's init; a LoRA the experiment's."""
+    if method == "prefix":
+        group, template = next(((g, p) for g, p in spec.prefix_groups if task in g), spec.prefix_groups[-1])
+        seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1, searches=()), seed, group)
+        init = seeds[restart * len(group) + group.index(task)] if task in group else seed + restart
+        return template, dict(n_prefixes=1, prefix_len=spec.prefix_len, prefix_seeds=(init,))
+    if not spec.loras:
+        raise ValueError(f"experiment {spec.name} trains no LoRA; choose C or D for --method lora")
+    return spec.loras[0].phase, dict(lora_rank=1, lora_targets=spec.loras[0].targets)
 
 
 def probe(experiment: str, method: str, task: str, samples: int, lr: float, profile: str = "cpu",
@@ -59,30 +90,12 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
     if task not in tasks.TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {tasks.TASKS}")
     start = time.time()
-    runner = Runner(profile, root=root, progress=progress)
-    if experiment not in runner.specs:
-        raise ValueError(f"unknown experiment {experiment!r}; choose from {tuple(runner.specs)}")
-    spec = runner.specs[experiment]
-    if model:  # another shape: pretrained (once) into runs/probe/, never into the committed checkpoints
-        spec = replace(spec, model=parse_model(model),
-                       pretrain=replace(spec.pretrain, samples=pretrain_samples or spec.pretrain.samples))
-        root = (root or REPO) / "runs" / "probe" / f"{model.replace('/', 'x')}-{spec.pretrain.samples}"
-        runner = Runner(profile, root=root, progress=progress)
-        runner.specs[experiment] = spec
-    base = runner.pretrained(spec, seed)
-
-    if method == "prefix":  # the phase of the experiment's prefix for the task (else its last), and its init
-        group, template = next(((g, p) for g, p in spec.prefix_groups if task in g), spec.prefix_groups[-1])
-        seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1, searches=()), seed, group)
-        init = seeds[restart * len(group) + group.index(task)] if task in group else seed + restart
-        component = dict(n_prefixes=1, prefix_len=spec.prefix_len, prefix_seeds=(init,))
-    else:
-        if not spec.loras:
-            raise ValueError(f"experiment {experiment} trains no LoRA; choose C or D for --method lora")
-        template = spec.loras[0].phase
-        component = dict(lora_rank=1, lora_targets=spec.loras[0].targets)
+    runner, spec = probe_runner(experiment, profile, model, pretrain_samples, root, progress)
+    base = runner.components.pretrained(spec, seed)
+    template, component = probe_component(spec, method, task, seed, restart)
+    init = component["prefix_seeds"][0] if method == "prefix" else None
     phase = replace(template, samples=samples, lr=lr, batch_size=batch_size or template.batch_size)
-    settings = replace(runner.train_settings(phase, method, seed, **component),
+    settings = replace(runner.components.train_settings(phase, method, seed, **component),
                        log_every=max(1, phase.iters // evals))
     trained = base
     if method == "lora":
@@ -98,7 +111,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
         if result.step % settings.log_every == 0:
             curve.append((result.step * phase.batch_size, evaluate(result, eval_samples)))
     placeholders = 0 if method == "prefix" else spec.prefix_len  # a prefix takes the placeholders' positions
-    result = train(trained, settings, runner.task_batches((task,), phase.batch_size, placeholders),
+    result = train(trained, settings, runner.components.task_batches((task,), phase.batch_size, placeholders),
                    runner.device, on_log=on_log)
     n_layer, d = base.config.n_layer, base.config.n_embd
     return {

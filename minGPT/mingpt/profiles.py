@@ -88,7 +88,7 @@ class Experiment:
     loras: Tuple[LoRASpec, ...] = ()
     full_prefix_matrix: bool = True                # every prefix on every eval task, or its own task only
     prefix_restarts: int = 1                       # >1: train that many inits per task, keep the lowest loss
-    prefix_init: str = "independent"               # how prefix inits are seeded: see experiments.prefix_seeds
+    prefix_init: str = "independent"               # how prefix inits are seeded: see components.prefix_seeds
     eval_samples: int = 3200
     searches: Tuple[Search, ...] = ()              # negative prefixes searched for their best run (Search)
     curve_points: int = 0                          # >0: held-out accuracy at this many log-spaced points of
