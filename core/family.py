@@ -6,7 +6,7 @@ per row; it takes positions 0..prefix_len-1 before the tokens, and logits are fo
 """
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Protocol, Tuple, runtime_checkable
+from typing import Dict, List, Optional, Protocol, Tuple, runtime_checkable
 
 import torch
 from torch import nn
@@ -49,6 +49,11 @@ class PrefixLM(Protocol):
     def prefix_keys_values(self, prefix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Each layer's keys and values at the prefix positions as its attention reads them (LLaMA's keys
         rotated to positions 0..prefix_len-1): two (n_layers, n_kv_heads, prefix_len, head_dim) tensors."""
+
+    def complete(self, prompts: List[List[int]], max_new_tokens: int, prefix: Optional[torch.Tensor] = None,
+                 temperature: float = 0.0, eos_id: Optional[int] = None) -> List[List[int]]:
+        """Each prompt's new tokens (at most max_new_tokens, cut before eos_id), greedy at temperature 0, else
+        sampled: one return type for both families' cached decoding."""
 
     def run_layer(self, layer: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:
         """Block `layer` alone on inputs h (B, T, width) at positions start..start+T-1, its keys those of h's

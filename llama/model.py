@@ -8,7 +8,8 @@ with one of four markers:
 `# prefix-tuning:` the paper's mechanism (Petrov, Torr, Bibi 2024, Section 4)
   * `forward(prefix=...)`: the prefix takes positions 0..prefix_len-1 of the first chunk; in every layer
     the input to attention at those positions is prefix[l], shared (n_layers, prefix_len, dim) or per
-    sample; only the content positions go on to the next layer, so logits are for the chunk only;
+    sample; only the content positions go on to the feed-forward and the next layer, so logits are for the
+    chunk only;
     `prefix_shape`, `expand_prefix`;
   * the cache remembers where a cached prefix ends and refuses a chunk that starts inside it.
 `# paper:` another change the paper's experiments need
@@ -22,13 +23,13 @@ with one of four markers:
   * a checked cache: training passes neither read nor write it, and chunk, batch and length are checked;
   * `logits_to_keep`: the logits of the last n positions only;
   * the family interface (`core.family.PrefixLM`): `family`, `dims`, `blocks`, `hyperparameters`, `logits`,
-    `prefix_keys_values`, `run_layer`, and `LORA_TARGETS`, what `core.lora` adapts (on one model-parallel
+    `prefix_keys_values`, `run_layer`, `complete`, and `LORA_TARGETS`, what `core.lora` adapts (on one model-parallel
     process).
 """
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -208,8 +209,10 @@ class TransformerBlock(nn.Module):
         sin: torch.Tensor,
         mask: Optional[torch.Tensor],
         use_cache: bool,
+        prefix_len: int = 0,
     ) -> torch.Tensor:
         h = x + self.attention_output(self.attention(self.attention_norm(x), start_pos, cos, sin, mask, use_cache))
+        h = h[:, prefix_len:]  # prefix-tuning: only the content positions go on to the feed-forward
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -274,8 +277,7 @@ class Transformer(nn.Module):
         for layer_id, layer in enumerate(self.layers):
             if prefix is not None:  # prefix-tuning: the input to layer l's attention at the prefix is prefix[l]
                 h = torch.cat([prefix[:, layer_id].to(h.dtype), h], dim=1)
-            h = layer(h, start_pos, cos, sin, mask, use_cache)
-            h = h[:, prefix_len:]  # prefix-tuning: only the content positions go on to the next layer
+            h = layer(h, start_pos, cos, sin, mask, use_cache, prefix_len)  # prefix-tuning: content positions out
         if logits_to_keep:  # engineering: logits_to_keep
             h = h[:, -logits_to_keep:]
         h = self.norm(h)
@@ -342,6 +344,14 @@ class Transformer(nn.Module):
         with record(self, "attention_probs", "head_outputs") as recorded:
             self.layers[layer](h, 0, cos, sin, causal_mask(total, 0, dtype, h.device), False)
         return {name: tensors[layer] for name, tensors in recorded.items()}
+
+    def complete(self, prompts: List[List[int]], max_new_tokens: int, prefix: Optional[torch.Tensor] = None,
+                 temperature: float = 0.0, eos_id: Optional[int] = None) -> List[List[int]]:
+        """engineering: the family interface's generation: each prompt's new tokens, greedy at temperature 0
+        (else sampled, top-p 0.9), cut before eos_id, through `llama.generation.Llama.generate`."""
+        from llama.generation import Llama  # generation builds on this module
+        completions = Llama(self).generate(prompts, max_new_tokens, temperature=temperature, prefix=prefix)
+        return [tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens for tokens in completions]
 
     def prefix_shape(self, prefix_len: int) -> Tuple[int, int, int]:
         """Prefix-tuning: the shape of a prefix of prefix_len positions, (n_layers, prefix_len, dim)."""

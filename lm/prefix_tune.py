@@ -99,29 +99,14 @@ def _device_of(model) -> torch.device:
 @torch.no_grad()
 def greedy_continuations(model, prompts: List[List[int]], prefix: Optional[torch.Tensor], eos_id: int,
                          max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = EVAL_BATCH) -> List[List[int]]:
-    """Greedy continuation of each prompt until EOS (not included) or max_new_tokens, with each family's own
-    cached decoding: LLaMA's `Llama.generate` (prompts of any lengths together), minGPT's `GPT.generate`
-    (prompts of one length together)."""
+    """Greedy continuation of each prompt until EOS (not included) or max_new_tokens, with the family's own
+    cached decoding (`model.complete`), in batches of prompts sorted by length."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     continuations: Dict[int, List[int]] = {}
-    if model.family == "llama":
-        from llama.generation import Llama
-        generator = Llama(model)
-        for start in range(0, len(order), batch_size):
-            index = order[start: start + batch_size]
-            new = generator.generate([prompts[i] for i in index], max_new_tokens, temperature=0.0, prefix=prefix)
-            continuations.update(zip(index, new))
-    else:
-        device = _device_of(model)
-        by_length: Dict[int, List[int]] = {}
-        for i in order:
-            by_length.setdefault(len(prompts[i]), []).append(i)
-        for length, same in by_length.items():
-            for start in range(0, len(same), batch_size):
-                index = same[start: start + batch_size]
-                idx = torch.tensor([prompts[i] for i in index], device=device)
-                for i, row in zip(index, model.generate(idx, max_new_tokens, prefix=prefix)[:, length:].tolist()):
-                    continuations[i] = row[: row.index(eos_id)] if eos_id in row else row
+    for start in range(0, len(order), batch_size):
+        index = order[start: start + batch_size]
+        continuations.update(zip(index, model.complete([prompts[i] for i in index], max_new_tokens, prefix,
+                                                       eos_id=eos_id)))
     return [continuations[i] for i in range(len(prompts))]
 
 

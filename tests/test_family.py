@@ -68,3 +68,19 @@ def test_one_layer_run_alone_records_what_the_whole_pass_records(model):
     alone = model.run_layer(2, inputs[0])
     for name in ("attention_probs", "head_outputs"):
         assert torch.allclose(alone[name], whole[name][2], atol=1e-12, rtol=0), name
+
+
+def test_complete_is_greedy_decoding_for_prompts_of_any_length(model):
+    """One return type for both families: new tokens only, per prompt, equal to argmax decoding without a cache;
+    cut before eos_id."""
+    prompts = [[5, 9, 13], [40, 41, 42, 43, 44]]
+    prefix = torch.randn(model.prefix_shape(2), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    completions = model.complete(prompts, 5, prefix)
+    for prompt, completion in zip(prompts, completions):
+        tokens = list(prompt)
+        for _ in range(5):
+            with torch.no_grad():
+                tokens.append(int(model.logits(torch.tensor([tokens]), prefix)[0, -1].argmax()))
+        assert completion == tokens[len(prompt):]
+    eos = completions[1][2]
+    assert model.complete(prompts[1:], 5, prefix, eos_id=eos)[0] == completions[1][:completions[1].index(eos)]

@@ -114,8 +114,10 @@ def test_bench_prints_markdown_table(capsys):
     )
 
 
-@pytest.mark.parametrize("cli", [bench_main, convert_main])
-def test_scripts_have_help(cli, capsys):
+@pytest.mark.parametrize("cli, options", [(bench_main, ("--gen-len", "--batch-size")),
+                                          (convert_main, ("--to-hf",))])
+def test_scripts_have_help_naming_their_options(cli, options, capsys):
     with pytest.raises(SystemExit):
         cli(["--help"])
-    assert "usage: python -m llama." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m llama.") and all(option in out for option in options)

@@ -72,5 +72,9 @@ def test_notebook_runs_with_the_papers_files(name, tmp_path, monkeypatch):
     assert "the paper's prefix" in shown
 
 
-def test_there_are_notebooks():
-    assert NOTEBOOKS, "no notebooks found"
+def test_the_notebooks_are_the_papers_eight():
+    """The README's notebook table, exactly: a renamed or lost notebook fails here, not silently in the run."""
+    assert [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS] == [
+        "constructions.ipynb", "llama_token_vs_soft_token.ipynb", "longer_prefixes.ipynb", "prefix_bias_only.ipynb",
+        "minGPT/01_cannot_learn_new_task.ipynb", "minGPT/02_can_extract_pretrained_task.ipynb",
+        "minGPT/03_can_learn_new_task_same_attention.ipynb", "minGPT/04_prefix_tuning_vs_lora.ipynb"]

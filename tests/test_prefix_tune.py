@@ -214,3 +214,16 @@ def test_the_plateau_rule_reads_the_last_fifth_of_the_steps():
 
 if __name__ == "__main__":
     worker(*sys.argv[1:])
+
+
+def test_re_evaluating_a_run_keeps_the_metrics_before_and_names_bad_input(tmp_path):
+    from lm import evaluate_run
+    with pytest.raises(FileNotFoundError, match="has no manifest.json: pass a folder written by `python -m lm.prefix_tune`"):
+        evaluate_run.reevaluate(tmp_path, "a reason")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"model_folder": "models/gpt2-standin", "data": {"train": "t.jsonl"}}))
+    with pytest.raises(ValueError, match=r"was trained on files .*; re-evaluate it where they are"):
+        evaluate_run.reevaluate(run, "a reason")
+    recorded = json.loads((ROOT / "results" / "prefix_tuning" / "llama-table_to_text-n1" / "manifest.json").read_text())
+    assert recorded["reevaluated"][0]["before"]["prefixes"] == [0.4548778316347701]   # kept, as the README says

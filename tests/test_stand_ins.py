@@ -23,7 +23,7 @@ def manifest(family):
 
 
 @pytest.fixture(scope="module")
-def test_streams():
+def held_out_streams():
     records = corpus.read(ROOT / "data" / "corpus")
     return {f: token_stream(corpus.texts(records, "test"), tokenizer_of(f, STAND_INS[f].folder)) for f in STAND_INS}
 
@@ -50,14 +50,14 @@ def test_stand_in_shape_suits_layer_and_head_analyses(family):
 
 
 @pytest.mark.parametrize("family", STAND_INS)
-def test_stand_in_reproduces_its_recorded_perplexity_and_beats_a_bigram(family, test_streams):
+def test_stand_in_reproduces_its_recorded_perplexity_and_beats_a_bigram(family, held_out_streams):
     model = load_model(family)
-    ppl = perplexity(model, test_streams[family], STAND_INS[family].context)
+    ppl = perplexity(model, held_out_streams[family], STAND_INS[family].context)
     assert ppl == pytest.approx(manifest(family)["perplexity"]["test"], rel=1e-4)
     records = corpus.read(ROOT / "data" / "corpus")
     tokenizer = tokenizer_of(family, STAND_INS[family].folder)
     train, validation = (token_stream(corpus.texts(records, s), tokenizer) for s in ("train", "validation"))
-    bigram = baselines.perplexities(train, validation, test_streams[family], tokenizer.n_words)["bigram"]
+    bigram = baselines.perplexities(train, validation, held_out_streams[family], tokenizer.n_words)["bigram"]
     assert ppl < 0.75 * bigram
 
 

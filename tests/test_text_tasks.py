@@ -1,6 +1,9 @@
 """The text tasks: deterministic, split as the corpus, hand-checked rules, and the real datasets' loaders."""
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -19,9 +22,15 @@ def tasks():
     return {name: text_tasks.corpus_task(name, CORPUS) for name in text_tasks.TASKS}
 
 
-def test_tasks_are_deterministic(tasks):
-    for name in text_tasks.TASKS:
-        assert text_tasks.corpus_task(name, CORPUS) == tasks[name]
+def test_tasks_are_the_same_in_a_fresh_process(tasks):
+    """Built again by another Python process (its own hash seed): every split of every task, example for example."""
+    script = ("import json, sys; from pathlib import Path; from lm import text_tasks; "
+              "print(json.dumps({n: {s: [[e.prompt, e.target] for e in t.splits[s]] for s in t.splits} "
+              "for n in text_tasks.TASKS for t in [text_tasks.corpus_task(n, Path(sys.argv[1]))]}))")
+    result = subprocess.run([sys.executable, "-c", script, str(CORPUS)], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": "random"})
+    here = {n: {s: [[e.prompt, e.target] for e in t.splits[s]] for s in t.splits} for n, t in tasks.items()}
+    assert json.loads(result.stdout) == here
 
 
 def test_every_table_to_text_example_comes_from_a_record_of_its_split(tasks):

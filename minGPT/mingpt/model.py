@@ -20,7 +20,7 @@ is listed here and marked on the line that makes it, with one of four markers:
     whose logits are kept;
   * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
   * the family interface (`core.family.PrefixLM`): `family`, `dims`, `blocks`, `hyperparameters`, `logits`,
-    `run_layer`, and `LORA_TARGETS`, what `core.lora` adapts;
+    `run_layer`, `complete`, and `LORA_TARGETS`, what `core.lora` adapts;
   * `layer_norm_eps`, so that GPT-2's and the paper's checkpoints load exactly.
 """
 
@@ -287,6 +287,27 @@ class GPT(nn.Module):
             if step + 1 < max_new_tokens:
                 logits, _ = self(next_token, cache=cache)
         return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def complete(self, prompts: List[List[int]], max_new_tokens: int, prefix: Optional[torch.Tensor] = None,
+                 temperature: float = 0.0, eos_id: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> List[List[int]]:
+        """engineering: the family interface's generation: each prompt's new tokens, greedy at temperature 0
+        (else sampled), cut before eos_id; prompts of one length run together through `generate`. A per-row
+        prefix (B, n_layer, prefix_len, C) gives row i prefix[i]."""
+        device = self.transformer.wte.weight.device
+        by_length: Dict[int, List[int]] = {}
+        for row, prompt in enumerate(prompts):
+            by_length.setdefault(len(prompt), []).append(row)
+        completions: List[List[int]] = [[] for _ in prompts]
+        for length, rows in by_length.items():
+            idx = torch.tensor([prompts[row] for row in rows], device=device)
+            row_prefix = prefix if prefix is None or prefix.dim() == 3 else prefix[rows]
+            new = self.generate(idx, max_new_tokens, row_prefix, do_sample=temperature > 0,
+                                temperature=temperature or 1.0, generator=generator)[:, length:].tolist()
+            for row, tokens in zip(rows, new):
+                completions[row] = tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+        return completions
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
