@@ -34,7 +34,7 @@ import torch
 
 from core.records import ROOT, shown
 from lm import prefix_attention as pa
-from lm import text_tasks
+from lm import prefix_bias, text_tasks
 from lm.peft_adapters import Adapter, AdapterError, read_adapter
 
 FAMILIES = {  # model_type -> (the decoder layers, the attention output projection inside a layer)
@@ -156,17 +156,14 @@ def run(model, ids: torch.Tensor, adapter: Optional[Adapter], first: int,
 
 def identity_errors(A_pt: torch.Tensor, A: torch.Tensor, t_pt: torch.Tensor, t: torch.Tensor, n_s: int,
                     values: Optional[torch.Tensor]) -> dict:
-    """Per head: max |A^pt_ij - A_ij (1 - sum_k A^pt_ik)| and max |t^pt_i - sum_k A^pt_ik V_k - (1 - sum_k A^pt_ik) t_i|
-    over content queries i and keys j, absolute and relative to the largest magnitude compared.
+    """Per head, for one input: the identities' max errors over content queries i and keys j, absolute and
+    relative to the largest magnitude compared (`lm.prefix_bias.identity_errors`, the one implementation).
     A_pt (H, T, n_s + T), A (H, T, T), t_pt and t (T, H, hd), values (H, n_s, hd) or None."""
-    to_prefix = A_pt[..., :n_s]                                     # (H, T, n_s)
-    kept = 1 - to_prefix.sum(-1, keepdim=True)
-    attention = (A_pt[..., n_s:] - A * kept).abs().amax((1, 2))
-    errors = {"attention": attention, "attention_relative": attention / A_pt[..., n_s:].abs().amax((1, 2))}
+    e = {k: v[0] for k, v in prefix_bias.identity_errors(A[None], t[None], A_pt[None], t_pt[None], values,
+                                                          [A.shape[-1]], n_s).items()}
+    errors = {"attention": e["attention"], "attention_relative": e["attention"] / e["attention_scale"]}
     if values is not None:
-        expected = torch.einsum("htk,hkd->thd", to_prefix, values) + kept.permute(1, 0, 2) * t
-        output = (t_pt - expected).abs().amax((0, 2))
-        errors.update(output=output, output_relative=output / t_pt.abs().amax((0, 2)))
+        errors.update(output=e["output"], output_relative=e["output"] / e["output_scale"])
     return errors
 
 

@@ -30,29 +30,34 @@ def _recorded(model, x, prefix) -> Dict[str, List[torch.Tensor]]:
     return recorded
 
 
-def identity_errors(plain_probs, plain_heads, probs, heads, values, lengths) -> Dict[str, torch.Tensor]:
+def identity_errors(plain_probs, plain_heads, probs, heads, values, lengths, prefix_len: int) -> Dict[str, torch.Tensor]:
     """Both identities for one layer, per input and head: (B, H) tensors of the max |error| over every
     position inside each row ("attention", "output"), and the max |value| of what each identity compares
     ("attention_scale": the prefixed content attention A^pt_ij, "output_scale": the prefixed output t^pt_i),
-    the magnitude that sets each precision's rounding step.
+    the magnitude that sets each precision's rounding step. The one implementation of Section 4's identities:
+    `lm.diagnose` uses it for Hugging Face models too.
 
     plain_probs (B, H, T, T) and plain_heads (B, T, H, hd): the layer without the prefix; probs
-    (B, H, n_S+T, n_S+T) and heads (B, n_S+T, H, hd): with it; values (H, n_S, hd): W_V s_k.
+    (B, H, T, prefix_len + T) and heads (B, T, H, hd): with it, at the content queries; values
+    (H, prefix_len, hd): W_V s_k, or None when the prefix's values are unknown (then no output identity).
     """
-    n = values.shape[1]
-    probs, heads, plain_probs, plain_heads = (t.double() for t in (probs, heads, plain_probs, plain_heads))
-    to_prefix = probs[:, :, n:, :n]                                       # (B, H, T, n_S)
+    n = prefix_len
+    probs, plain_probs = probs.double(), plain_probs.double()
+    to_prefix = probs[..., :n]                                            # (B, H, T, n_S)
     kept = 1 - to_prefix.sum(-1)                                          # (B, H, T)
-    attention_error = (probs[:, :, n:, n:] - plain_probs * kept[..., None]).abs()
-    bias = torch.einsum("bhik,hkd->bihd", to_prefix, values.double())
-    output_error = (heads[:, n:] - (bias + kept.transpose(1, 2)[..., None] * plain_heads)).abs()
-    inside = torch.arange(plain_heads.shape[1])[None, :] < torch.tensor(lengths)[:, None]   # (B, T)
+    attention_error = (probs[..., n:] - plain_probs * kept[..., None]).abs()
+    inside = torch.arange(plain_probs.shape[2])[None, :] < torch.tensor(lengths)[:, None]   # (B, T)
     pairs = (inside[:, None, :, None] & inside[:, None, None, :]).double()                # (B, 1, T, T)
-    positions = inside[:, :, None, None].double()                                          # (B, T, 1, 1)
     per_head = lambda t, mask, dims: (t * mask).amax(dims)
-    return {"attention": per_head(attention_error, pairs, (2, 3)), "output": per_head(output_error, positions, (1, 3)),
-            "attention_scale": per_head(probs[:, :, n:, n:].abs(), pairs, (2, 3)),
-            "output_scale": per_head(heads[:, n:].abs(), positions, (1, 3))}
+    errors = {"attention": per_head(attention_error, pairs, (2, 3)),
+              "attention_scale": per_head(probs[..., n:].abs(), pairs, (2, 3))}
+    if values is not None:
+        heads, plain_heads = heads.double(), plain_heads.double()
+        bias = torch.einsum("bhik,hkd->bihd", to_prefix, values.double())
+        output_error = (heads - (bias + kept.transpose(1, 2)[..., None] * plain_heads)).abs()
+        positions = inside[:, :, None, None].double()                                      # (B, T, 1, 1)
+        errors.update(output=per_head(output_error, positions, (1, 3)), output_scale=per_head(heads.abs(), positions, (1, 3)))
+    return errors
 
 
 def concat_errors(parts: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -98,8 +103,8 @@ def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id:
     errors = {}
     for mode, start in (("aligned", n), ("as_run", 0)):
         plain = model.run_layer(0, h, start=start)
-        errors[mode] = identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"],
-                                       prefixed["head_outputs"], values, [len(p) for p in prompts])
+        errors[mode] = identity_errors(plain["attention_probs"], plain["head_outputs"], prefixed["attention_probs"][:, :, n:],
+                                       prefixed["head_outputs"][:, n:], values, [len(p) for p in prompts], n)
     return errors
 
 
@@ -135,8 +140,8 @@ def isolated_layer_errors(model, prompts: List[List[int]], prefix: torch.Tensor,
     for layer_id, h in enumerate(prefixed["inputs"]):
         without = model.run_layer(layer_id, h[:, n:], start=n)
         errors.append(identity_errors(without["attention_probs"], without["head_outputs"],
-                                      prefixed["attention_probs"][layer_id], prefixed["head_outputs"][layer_id],
-                                      values[layer_id], [len(p) for p in prompts]))
+                                      prefixed["attention_probs"][layer_id][:, :, n:], prefixed["head_outputs"][layer_id][:, n:],
+                                      values[layer_id], [len(p) for p in prompts], n))
     return errors
 
 
