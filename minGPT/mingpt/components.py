@@ -250,7 +250,7 @@ class Components:
         name = f"{path.stem}.{hashlib.sha256(settings.encode()).hexdigest()[:12]}{'.' + run if run else ''}.train.pt"
         if meta["method"] in ("prefix", "lora"):
             return path.parent / "training" / name
-        return self.paths.root / "runs" / self.profile / path.parent.relative_to(self.paths.checkpoints) / name
+        return self.paths.scratch / path.parent.relative_to(self.paths.checkpoints) / name
 
     def _meta(self, spec, seed, method, phase: Phase, **extra) -> dict:
         meta = {"profile": self.profile, "experiment": spec.name, "seed": seed, "method": method,

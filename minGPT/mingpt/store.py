@@ -26,6 +26,11 @@ class Paths:
     def results(self) -> Path:
         return self.root / "results" / "section5" / self.profile
 
+    @property
+    def scratch(self) -> Path:
+        """Training states of whole models (too large to commit), under the root's git-ignored runs/."""
+        return self.root / "runs" / self.profile
+
     def component(self, experiment: str, seed: int, name: str) -> Path:
         return self.checkpoints / experiment / f"seed{seed}" / f"{name}.pt"
 
