@@ -59,15 +59,14 @@ def key_of(run: Path, model_folder: Path, n_inputs: Dict[str, int], max_prefixes
             "n_inputs": n_inputs}
 
 
-def measure_run(run: Path, model, tokenizer, task: text_tasks.TextTask, limit: Optional[int] = None,
+def measure_run(run: Path, model, pad_id: int, prompts: List[List[int]], subsets: Dict,
                 max_prefixes: Optional[int] = None, progress: bool = True) -> Dict:
-    """The record of `run`'s prefixes (the first `max_prefixes` if given) on `task`: trained, untrained and
-    during training (see the module's doc)."""
+    """The record of `run`'s prefixes (the first `max_prefixes` if given) on the prompts and their subsets
+    (`prompts_by_split`): trained, untrained and during training (see the module's doc)."""
     saved = load_prefixes(run / "prefixes.pt", model)
     model = copy.deepcopy(model).to(DTYPE)
-    prompts, subsets = prompts_by_split(task, tokenizer, limit)
     measure = lambda prefixes, chosen: pa.appendix_b_measures(model, prompts, prefixes[:max_prefixes].to(DTYPE),
-                                                              tokenizer.eos_id, chosen, progress)
+                                                              pad_id, chosen, progress)
     start = time.time()
     record = {"trained": measure(saved["prefixes"], subsets),
               "untrained": measure(initial_prefixes(model, saved["prefix_len"], saved["seeds"]), subsets)}
@@ -94,7 +93,7 @@ def load_or_measure(run: Path, model, tokenizer, task: text_tasks.TextTask, mode
             return record
         print(f"{shown(out)} was made from other prefixes, model or inputs: measuring again")
     record = {"run": shown(run), "model_folder": shown(model_folder), **key, "paper_gap": PAPER_GAP,
-              **measure_run(run, model, tokenizer, task, limit, max_prefixes, progress)}
+              **measure_run(run, model, tokenizer.eos_id, prompts, subsets, max_prefixes, progress)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     return record
