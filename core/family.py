@@ -55,6 +55,10 @@ class PrefixLM(Protocol):
         """Each prompt's new tokens (at most max_new_tokens, cut before eos_id), greedy at temperature 0, else
         sampled: one return type for both families' cached decoding."""
 
+    def token_embeddings(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, T, width) the first block's input for tokens (B, T) at positions start..start+T-1 (GPT adds its
+        learned positions here; LLaMA's enter in attention, through `run_layer`'s `start`)."""
+
     def run_layer(self, layer: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:
         """Block `layer` alone on inputs h (B, T, width) at positions start..start+T-1, its keys those of h's
         own positions: its attention probabilities (B, H, T, T) and head outputs (B, T, H, head_dim)."""

@@ -1,8 +1,9 @@
 """Where runs live and what their records say of them: the repository root, paths as records show them, and
-the one hardware string every manifest carries."""
+what every manifest opens with (the command, one hardware string, torch's version)."""
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -23,3 +24,14 @@ def hardware(device: str = "cpu") -> str:
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
     return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s) "
             f"(torch {torch.__version__})")
+
+
+def command(module: str, argv=None) -> str:
+    """The command a record names: `python -m <module>` with its arguments (this process's by default)."""
+    return f"python -m {module} " + " ".join(str(a) for a in (sys.argv[1:] if argv is None else argv))
+
+
+def provenance(module: str, argv=None, device: str = "cpu", processes: int = 1) -> dict:
+    """What every manifest opens with: the command that made it, the machine and torch's version."""
+    machine = hardware(device) + (f", {processes} process(es)" if processes > 1 else "")
+    return {"command": command(module, argv), "hardware": machine, "torch": torch.__version__}

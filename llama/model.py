@@ -23,8 +23,8 @@ with one of four markers:
   * a checked cache: training passes neither read nor write it, and chunk, batch and length are checked;
   * `logits_to_keep`: the logits of the last n positions only;
   * the family interface (`core.family.PrefixLM`): `family`, `dims`, `blocks`, `hyperparameters`, `logits`,
-    `prefix_keys_values`, `run_layer`, `complete`, and `LORA_TARGETS`, what `core.lora` adapts (on one model-parallel
-    process).
+    `prefix_keys_values`, `token_embeddings`, `run_layer`, `complete`, and `LORA_TARGETS`, what `core.lora`
+    adapts (on one model-parallel process).
 """
 
 import math
@@ -333,6 +333,12 @@ class Transformer(nn.Module):
             keys.append(apply_rotary(k, self.rope_cos[:n_s], self.rope_sin[:n_s])[0].transpose(0, 1))
             values.append(attention.wv(x).view(n_s, attention.n_local_kv_heads, attention.head_dim).transpose(0, 1))
         return torch.stack(keys), torch.stack(values)
+
+    @torch.no_grad()
+    def token_embeddings(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(bsz, seqlen, dim) the first block's input for tokens; positions enter in attention, so `start`
+        changes nothing here (`run_layer` takes it)."""
+        return self.tok_embeddings(tokens)
 
     @torch.no_grad()
     def run_layer(self, layer: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:

@@ -16,7 +16,6 @@ loss curves and the held-out accuracy of each adapter (the label of highest log-
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import List
@@ -24,7 +23,7 @@ from typing import List
 import torch
 
 from core.checkpoint import sha256
-from core.records import ROOT, hardware, shown
+from core.records import ROOT, provenance, shown
 from lm import text_tasks
 from lm.prefix_tune import majority, parse_seeds
 from lm.stand_ins import load_gpt2
@@ -121,10 +120,9 @@ def main(argv=None):
                 "log_every": 8, "pad_id": tokenizer.eos_id}
     test = task.examples("test")
     untuned = AutoModelForCausalLM.from_pretrained(args.hf_model, dtype=torch.float32).eval()
-    manifest = {"command": "python -m lm.peft_train " + " ".join(argv if argv is not None else sys.argv[1:]),
+    manifest = {**provenance("lm.peft_train", argv),
                 "hf_model": shown(args.hf_model), "task": args.task, "settings": settings,
                 "examples": {"train": len(items), "test": len(test)},
-                "hardware": hardware("cpu"),
                 "untuned_accuracy": label_accuracy(untuned, tokenizer, test, task.labels),
                 "majority": majority(task), "seeds": {}}
     for seed in parse_seeds(args.seeds):

@@ -96,8 +96,7 @@ def layer0_errors(model, prompts: List[List[int]], prefix: torch.Tensor, pad_id:
     n = prefix.shape[-2]
     dtype = _dtype(model)
     values = prefix_attention.prefix_values(model, prefix.to(dtype))[0]
-    with torch.no_grad():
-        h = model.tok_embeddings(x)
+    h = model.token_embeddings(x)
     s = prefix[0].to(dtype).expand(len(prompts), -1, -1)
     prefixed = model.run_layer(0, torch.cat([s, h], dim=1))
     errors = {}

@@ -51,7 +51,7 @@ import torch.distributed as dist
 from core import checkpoint
 from core.checkpoint import sha256
 from core.loop import TrainSettings, train
-from core.records import ROOT, hardware, shown
+from core.records import ROOT, provenance, shown
 from lm import text_tasks
 from lm.stand_ins import model_dir, stand_in
 from lm.text_tasks import Encoded, Example, TextTask
@@ -288,15 +288,14 @@ def manifest_of(args, family: str, folder: Path, task: TextTask, s: TrainSetting
     """The run's record: command, inputs with their sha256, settings, curves and every metric."""
     n_train = len(task.examples("train"))
     manifest = {
-        "command": "python -m lm.prefix_tune " + " ".join(args.argv),
+        **provenance("lm.prefix_tune", args.argv, args.device, args.world_size),
         "family": family, "task": args.task, "model_folder": shown(folder),
         "model_sha256": {p.name: sha256(p) for p in sorted(folder.iterdir())
                          if p.suffix in (".pth", ".safetensors", ".json", ".model", ".txt") and p.name != "manifest.json"},
         "data": ({"train": shown(args.train), "test": shown(args.test)} if args.train
                  else {"corpus": shown(args.corpus)}),
         "examples": {split: len(task.examples(split)) for split in ("train", "test")},
-        "hardware": f"{hardware(args.device)}, {args.world_size} process(es)",
-        "torch": torch.__version__, "settings": asdict(s) | {"checkpoint_path": None},
+        "settings": asdict(s) | {"checkpoint_path": None},
         "train_time_s": round(result.train_time_s, 1),   # summed over every piece of the run
         "steps": result.step, "examples_seen_per_prefix": result.step * s.batch_size,
         "epochs": round(result.step * s.batch_size / n_train, 3),

@@ -30,7 +30,7 @@ import torch
 
 from core.checkpoint import sha256
 from core.loop import TrainSettings, train
-from core.records import ROOT, hardware
+from core.records import ROOT, provenance
 from lm import corpus
 from lm.stand_ins import StandIn, load_model, stand_in
 
@@ -174,9 +174,8 @@ def main(argv=None):
     if change > HALF_PRECISION_TOLERANCE:
         raise RuntimeError(f"saving in fp16 changed the held-out perplexity by {change:.2%}: {fp32_ppl} -> {fp16_ppl}")
     manifest = {
-        "family": args.family, "command": "python -m lm.pretrain " + " ".join(argv or sys.argv[1:]),
-        "seed": args.seed, "hardware": hardware(args.device),
-        "torch": torch.__version__, "wall_time_s_this_run": round(wall, 1), "steps": result.step,
+        **provenance("lm.pretrain", argv or None, args.device),
+        "family": args.family, "seed": args.seed, "wall_time_s_this_run": round(wall, 1), "steps": result.step,
         "tokens_seen": result.step * s.batch_size * spec.context, "train_tokens": len(train_stream),
         "parameters": sum(p.numel() for p in model.parameters()), "settings": asdict(s) | {"checkpoint_path": None},
         "perplexity": fp16_ppl, "perplexity_fp32": fp32_ppl, "saved_dtype": "float16",

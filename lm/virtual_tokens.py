@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from core.records import command
 from llama import Llama, Transformer
 
 
@@ -262,8 +263,7 @@ def main(argv=None) -> int:
     measured = {row["folder"] for row in rows}  # rows of other folders stay: a run can be measured in parts
     kept = [row for row in record.get("by_checkpoint", []) if row["folder"] not in measured]
     record["by_checkpoint"] = sorted(kept + rows, key=lambda row: (row["step"], row["folder"]))
-    command = "python -m lm.virtual_tokens " + " ".join(str(a) for a in (argv if argv is not None else sys.argv[1:]))
-    record["by_checkpoint_commands"] = record.get("by_checkpoint_commands", []) + [command]
+    record["by_checkpoint_commands"] = record.get("by_checkpoint_commands", []) + [command("lm.virtual_tokens", argv)]
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=1) + "\n")
     for row in record["by_checkpoint"]:

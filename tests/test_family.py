@@ -70,6 +70,23 @@ def test_one_layer_run_alone_records_what_the_whole_pass_records(model):
         assert torch.allclose(alone[name], whole[name][2], atol=1e-12, rtol=0), name
 
 
+def test_token_embeddings_are_the_first_blocks_input_after_a_prefix(model):
+    """The first block's input at the token positions of a prefixed pass, the tokens placed after the prefix's
+    3 positions, is `token_embeddings(tokens, start=3)`: GPT's learned positions shift, LLaMA's input does not."""
+    prefix = torch.randn(model.prefix_shape(3), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    inputs = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    try:
+        with torch.no_grad():
+            model.logits(TOKENS, prefix)
+    finally:
+        handle.remove()
+    content = inputs[0][:, -TOKENS.shape[1]:]  # LLaMA's first block sees the prefix rows first; GPT's the tokens
+    assert torch.allclose(model.token_embeddings(TOKENS, start=3), content, atol=1e-12, rtol=0)
+    shifted = not torch.allclose(model.token_embeddings(TOKENS, start=0), content, atol=1e-6, rtol=0)
+    assert shifted == (model.family == "gpt")
+
+
 def test_complete_is_greedy_decoding_for_prompts_of_any_length(model):
     """One return type for both families: new tokens only, per prompt, equal to argmax decoding without a cache;
     cut before eos_id."""

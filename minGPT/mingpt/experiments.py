@@ -40,7 +40,7 @@ import torch
 
 from core.checkpoint import locked
 from core.lora import lora_parameters
-from core.records import ROOT, hardware
+from core.records import hardware
 
 from . import paper_files, tasks
 from .components import Components, accuracies
@@ -48,8 +48,6 @@ from .model import GPT
 from .paper import PAPER_ACCURACY
 from .profiles import EXPERIMENTS, PROFILES, Experiment, describe, profile
 from .store import Paths, Store, default_root
-
-REPO = ROOT   # the repository (the notebooks' name for it)
 
 
 def default_device() -> str:

@@ -20,7 +20,7 @@ is listed here and marked on the line that makes it, with one of four markers:
     whose logits are kept;
   * fused attention (`scaled_dot_product_attention`) unless the probabilities are recorded;
   * the family interface (`core.family.PrefixLM`): `family`, `dims`, `blocks`, `hyperparameters`, `logits`,
-    `run_layer`, `complete`, and `LORA_TARGETS`, what `core.lora` adapts;
+    `token_embeddings`, `run_layer`, `complete`, and `LORA_TARGETS`, what `core.lora` adapts;
   * `layer_norm_eps`, so that GPT-2's and the paper's checkpoints load exactly.
 """
 
@@ -237,6 +237,12 @@ class GPT(nn.Module):
             keys.append(k.view(len(s), self.config.n_head, -1).transpose(0, 1))
             values.append(v.view(len(s), self.config.n_head, -1).transpose(0, 1))
         return torch.stack(keys), torch.stack(values)
+
+    @torch.no_grad()
+    def token_embeddings(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, T, n_embd) the first block's input for tokens at positions start..start+T-1 (no dropout)."""
+        pos = torch.arange(start, start + tokens.shape[-1], device=tokens.device)
+        return self.transformer.wte(tokens) + self.transformer.wpe(pos)
 
     @torch.no_grad()
     def run_layer(self, layer: int, h: torch.Tensor, start: int = 0) -> Dict[str, torch.Tensor]:

@@ -18,7 +18,6 @@ checkpoints changes.
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -27,11 +26,11 @@ from typing import Optional
 import torch
 
 from core.loop import train
-from core.records import hardware
+from core.records import ROOT, provenance
 
 from . import tasks
 from .components import accuracies, prefix_seeds
-from .experiments import REPO, Runner
+from .experiments import Runner
 from .model import GPT
 from .profiles import PROFILES, ModelSpec
 
@@ -57,7 +56,7 @@ def probe_runner(experiment: str, profile: str, model: str, pretrain_samples: in
     if model:
         spec = replace(spec, model=parse_model(model),
                        pretrain=replace(spec.pretrain, samples=pretrain_samples or spec.pretrain.samples))
-        root = (root or REPO) / "runs" / "probe" / f"{model.replace('/', 'x')}-{spec.pretrain.samples}"
+        root = (root or ROOT) / "runs" / "probe" / f"{model.replace('/', 'x')}-{spec.pretrain.samples}"
         runner = Runner(profile, root=root, progress=progress)
         runner.specs[experiment] = spec
     return runner, spec
@@ -115,7 +114,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
                    runner.device, on_log=on_log)
     n_layer, d = base.config.n_layer, base.config.n_embd
     return {
-        "command": "python -m mingpt.probe " + " ".join(sys.argv[1:]),
+        **provenance("mingpt.probe", device=runner.device),
         "profile": profile, "experiment": experiment, "seed": seed,
         "model": f"{n_layer}/{base.config.n_head}/{d}", "prefix_len": spec.prefix_len,
         "pretrain": asdict(spec.pretrain),
@@ -127,7 +126,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
         "curve": [{"samples": s, "accuracy": round(a, 2), "eval_samples": eval_samples} for s, a in curve],
         "final_loss": result.losses[-1][1][0],
         "final_accuracy": round(evaluate(result, 3200), 2),
-        "hardware": hardware(runner.device), "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),
         "wall_time_s": round(time.time() - start, 1),
     }
 
@@ -150,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--evals", type=int, default=8, help="evaluations along the way")
     parser.add_argument("--eval-samples", type=int, default=640, help="test inputs per evaluation along the way")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "probes", help="where the record goes")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "probes", help="where the record goes")
     parser.add_argument("--root", type=Path, default=None,
                         help="a checkout whose checkpoints are read and under whose runs/ a --model is pretrained "
                              "(default: this repository)")

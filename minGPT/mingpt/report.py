@@ -8,11 +8,12 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
+from core.records import ROOT
+
 from . import paper, paper_files, tasks
-from .experiments import REPO
 
 
-def load(profile: str, experiment: str, root: Path = REPO) -> Optional[dict]:
+def load(profile: str, experiment: str, root: Path = ROOT) -> Optional[dict]:
     """The results file of one experiment under one profile, or None."""
     path = root / "results" / "section5" / profile / f"{experiment}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -59,7 +60,7 @@ def claims(experiment: str, seeds: dict) -> list:
     return lines
 
 
-def summary(experiment: str, profile: str, root: Path = REPO) -> str:
+def summary(experiment: str, profile: str, root: Path = ROOT) -> str:
     """Markdown: the accuracy table and the claims of one experiment's recorded seeds under a profile."""
     data = load(profile, experiment, root)
     if data is None:

@@ -3,11 +3,11 @@ manifest entry and was trained with the profile's settings now, else trained aga
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+from core import records
 from core.checkpoint import atomic_save, locked, read, sha256
 from core.records import ROOT, hardware
 
@@ -49,7 +49,7 @@ class Store:
 
     def __init__(self, root: Path, device: str, retrain: bool = False, command: str = ""):
         self.root, self.device, self.retrain = root, device, retrain
-        self.command = command or "python -m mingpt.experiments " + " ".join(sys.argv[1:])
+        self.command = command or records.command("mingpt.experiments")
         self.trained = False  # whether anything was trained since the last reset
 
     @staticmethod
