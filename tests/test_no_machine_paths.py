@@ -1,5 +1,5 @@
 """What a user reads names nothing outside the repository: no absolute path of the machine a notebook ran
-on, and no file of the team's (../shared/...), in committed notebook outputs, README.md, RESULTS.md or docs/."""
+on, and no file of the team's (../shared/..., its PAPER.md or NOTES.md), in committed notebook outputs, README.md, RESULTS.md or docs/."""
 
 import json
 import re
@@ -9,7 +9,7 @@ import pytest
 
 from core.records import ROOT
 
-OUTSIDE = re.compile(r"(?<![\w.~])/(?:work|home|tmp|root|mnt|opt|var|Users)/|\.\./shared\b")
+OUTSIDE = re.compile(r"(?<![\w.~])/(?:work|home|tmp|root|mnt|opt|var|Users)/|\.\./shared\b|\b(?:PAPER|NOTES)\.md\b")
 
 
 def _documents():
@@ -36,4 +36,5 @@ def test_names_nothing_outside_the_repository(path):
 
 def test_the_pattern_finds_what_it_must():
     assert OUTSIDE.search("wrote /work/main/results/x.json") and OUTSIDE.search("see `../shared/NOTES.md`")
+    assert OUTSIDE.search("the claim (PAPER.md, Section 3)")   # the team's files, which users do not have
     assert not OUTSIDE.search("results/section4/x.json and minGPT/01.ipynb, 1/4/256")

@@ -47,16 +47,17 @@ def table(experiment: str, seeds: dict) -> list:
 
 
 def claims(experiment: str, seeds: dict) -> list:
-    """Markdown lines: each of the paper's claims (mingpt.paper.CLAIMS) with every seed's accuracy, ✓ where
-    it holds, and how many hold per seed."""
+    """Markdown lines: each of the paper's claims as this project's threshold reads it (mingpt.paper.CLAIMS),
+    the paper's own number, every seed's accuracy with ✓ where the threshold holds, and how many hold per seed."""
     checks = {seed: paper.check(experiment, run["accuracy"]) for seed, run in seeds.items()}
-    lines = ["| claim | " + " | ".join(f"seed {seed}" for seed in checks) + " |",
-             "|---|" + "---|" * len(checks)]
+    lines = ["| claim, with the project's threshold | paper | " + " | ".join(f"seed {seed}" for seed in checks) + " |",
+             "|---|---|" + "---|" * len(checks)]
     for i, (claim, _, _) in enumerate(next(iter(checks.values()))):
         cells = [f"{results[i][1]:.2f} {'✓' if results[i][2] else '✗'}" for results in checks.values()]
-        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+        reported = "—" if claim.paper is None else f"{claim.paper:.2f}"
+        lines.append(f"| {claim} | {reported} | " + " | ".join(cells) + " |")
     held = lambda results: sum(holds for _, _, holds in results)
-    lines.append("| claims met | " + " | ".join(f"{held(r)} of {len(r)}" for r in checks.values()) + " |")
+    lines.append("| thresholds met | | " + " | ".join(f"{held(r)} of {len(r)}" for r in checks.values()) + " |")
     return lines
 
 
