@@ -1,7 +1,9 @@
-"""Attention maps like the figures of Petrov, Torr & Bibi (2024), Section 5."""
+"""Attention maps like the figures of Petrov, Torr & Bibi (2024), Section 5, and learning curves."""
 
 import matplotlib.pyplot as plt
 import torch
+
+from .report import mean_curve, seed_curves
 
 
 def content_attention(pattern: torch.Tensor, prefix_len: int) -> torch.Tensor:
@@ -41,24 +43,6 @@ def plot_attention(pattern: torch.Tensor, tokens, prefix_len: int, rescale: bool
     return ax
 
 
-def seed_curves(data: dict, row: str) -> dict:
-    """{seed: (samples, accuracy)} of one row's learning curve in a results file's seeds (those that have it)."""
-    curves = {}
-    for seed, run in data["seeds"].items():
-        points = run.get("curves", {}).get(row)
-        if points:
-            samples, accuracy = zip(*points)
-            curves[seed] = (list(samples), list(accuracy))
-    return curves
-
-
-def mean_curve(curves: dict):
-    """(samples, mean accuracy) over seeds at the sample counts every seed's curve has."""
-    common = sorted(set.intersection(*(set(samples) for samples, _ in curves.values())))
-    at = lambda samples, accuracy, s: accuracy[samples.index(s)]
-    return common, [sum(at(*curve, s) for curve in curves.values()) / len(curves) for s in common]
-
-
 def plot_learning_curves(data: dict, rows: dict, ax=None, title: str = None):
     """Held-out accuracy against training samples (log x) for the rows of a Section 5 results file:
     rows {row: label}; each seed a thin line, the mean over seeds bold. Returns the Axes."""
@@ -82,10 +66,3 @@ def plot_learning_curves(data: dict, rows: dict, ax=None, title: str = None):
     if title:
         ax.set_title(title)
     return ax
-
-
-def still_rising(samples, accuracy, share: float = 0.5, points: float = 1.0) -> bool:
-    """Whether a curve gained more than `points` over the last `share` of its samples (log-spaced curves:
-    from the last point at or below (1 - share) of the final sample count)."""
-    earlier = [a for s, a in zip(samples, accuracy) if s <= (1 - share) * samples[-1]]
-    return bool(earlier) and accuracy[-1] - earlier[-1] > points

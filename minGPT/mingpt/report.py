@@ -73,6 +73,79 @@ def summary(experiment: str, profile: str, root: Path = ROOT) -> str:
                      + claims(experiment, seeds))
 
 
+# ------------------------------------------------------------------------------ learning curves
+
+CURVE_PROFILES = ("cpu", "cpu-next")   # cpu-next holds issue #26's runs until all of A-D are in, then becomes cpu
+
+
+def seed_curves(data: dict, row: str) -> dict:
+    """{seed: (samples, accuracy)} of one row's learning curve in a results file's seeds (those that have it)."""
+    curves = {}
+    for seed, run in data["seeds"].items():
+        points = run.get("curves", {}).get(row)
+        if points:
+            samples, accuracy = zip(*points)
+            curves[seed] = (list(samples), list(accuracy))
+    return curves
+
+
+def mean_curve(curves: dict):
+    """(samples, mean accuracy) over seeds at the sample counts every seed's curve has."""
+    common = sorted(set.intersection(*(set(samples) for samples, _ in curves.values())))
+    at = lambda samples, accuracy, s: accuracy[samples.index(s)]
+    return common, [sum(at(*curve, s) for curve in curves.values()) / len(curves) for s in common]
+
+
+def still_rising(samples, accuracy, share: float = 0.5, points: float = 1.0) -> bool:
+    """Whether a curve gained more than `points` over the last `share` of its samples (log-spaced curves:
+    from the last point at or below (1 - share) of the final sample count)."""
+    earlier = [a for s, a in zip(samples, accuracy) if s <= (1 - share) * samples[-1]]
+    return bool(earlier) and accuracy[-1] - earlier[-1] > points
+
+
+def with_curves(experiment: str, profiles=CURVE_PROFILES, root: Path = ROOT):
+    """(profile, results) of the first profile whose results file of `experiment` records learning curves,
+    else (None, None)."""
+    for profile in profiles:
+        data = load(profile, experiment, root)
+        if data and any("curves" in run for run in data["seeds"].values()):
+            return profile, data
+    return None, None
+
+
+def curve_lines(data: dict, rows) -> list:
+    """One line per row and seed: the curve's last point, and whether it still rises over its last half."""
+    lines = []
+    for row in rows:
+        for seed, (samples, accuracy) in seed_curves(data, row).items():
+            trend = "still rising" if still_rising(samples, accuracy) else "flat"
+            lines.append(f"{row} seed {seed}: {accuracy[-1]:.2f} % after {samples[-1]:,} samples; "
+                         f"{trend} over the last half of its samples")
+    return lines
+
+
+def at_equal_samples(data: dict, first: str, second: str) -> Optional[str]:
+    """The two rows compared at the largest sample count that every seed's curve of both reaches: each
+    curve's last point at or below it, averaged over the seeds that have both rows. None without curves."""
+    seeds = [s for s in data["seeds"] if all(seed_curves(data, row).get(s) for row in (first, second))]
+    if not seeds:
+        return None
+    curves = {row: [seed_curves(data, row)[s] for s in seeds] for row in (first, second)}
+    budget = min(samples[-1] for row in curves.values() for samples, _ in row)
+    last_within = lambda samples, accuracy: [a for n, a in zip(samples, accuracy) if n <= budget][-1]
+    means = {row: statistics.mean(last_within(*curve) for curve in row_curves) for row, row_curves in curves.items()}
+    return (f"at {budget:,} samples, the most that both reach (seeds {', '.join(seeds)}): {first} "
+            f"{means[first]:.2f} %, {second} {means[second]:.2f} %")
+
+
+def search_lines(data: dict, row: str) -> list:
+    """One line per screened run of a searched prefix (profiles.Search): its learning rate and init, and its
+    accuracy and mean training loss at the end of the screen."""
+    return [f"seed {seed}: lr {r['lr']:<6g} init {r['restart']}: {r['screen_accuracy']:6.2f} % after "
+            f"{r['screen_samples']:,} samples, loss {r['screen_loss']:.3f}"
+            for seed, run in data["seeds"].items() for r in run.get("search", {}).get(row, [])]
+
+
 def paper_files_summary(experiment: str, n: int = 3200, where: Optional[Path] = None) -> str:
     """Markdown: the accuracy table of the paper's published model and prefixes for one experiment (paper in
     brackets), or which files were looked for where when they are absent."""

@@ -1,0 +1,49 @@
+"""The learning-curve summaries the notebooks print (mingpt.report), on hand-made results with known answers."""
+
+import pytest
+
+from mingpt import report
+
+
+def results(**curves_by_seed):
+    """A results file's shape: {"seeds": {seed: {"curves": {row: [[samples, accuracy], ...]}}}}."""
+    return {"seeds": {seed: {"curves": curves} for seed, curves in curves_by_seed.items()}}
+
+
+DATA = results(**{
+    "0": {"lora": [[100, 10.0], [1000, 50.0], [3000, 90.0]], "prefix": [[100, 0.0], [1000, 1.0], [2000, 1.5]]},
+    "1": {"lora": [[100, 20.0], [1000, 70.0], [3000, 80.0]], "prefix": [[100, 0.5], [1000, 0.5], [2500, 3.5]]},
+})
+
+
+def test_equal_samples_take_each_curves_last_point_within_the_shortest_run():
+    # the shortest curve ends at 2,000 samples: the LoRA's points there are those at 1,000 (50 and 70 -> 60);
+    # the prefix's at 2,000 (seed 0: 1.5) and 1,000 (seed 1: 0.5) -> 1.0
+    assert report.at_equal_samples(DATA, "lora", "prefix") == \
+        "at 2,000 samples, the most that both reach (seeds 0, 1): lora 60.00 %, prefix 1.00 %"
+
+
+def test_equal_samples_need_both_rows():
+    assert report.at_equal_samples(results(**{"0": {"lora": [[1, 2.0]]}}), "lora", "prefix") is None
+
+
+@pytest.mark.parametrize("samples, accuracy, rising", [
+    ([100, 1000, 2000], [0.0, 10.0, 12.0], True),    # 10 -> 12 over the last half (from 1,000): > 1 point
+    ([100, 1000, 2000], [0.0, 10.0, 10.5], False),   # +0.5 only
+    ([1500, 2000], [0.0, 50.0], False),              # no point in the first half: nothing to compare with
+])
+def test_still_rising_reads_the_last_half_of_the_samples(samples, accuracy, rising):
+    assert report.still_rising(samples, accuracy) is rising
+
+
+def test_curve_lines_name_the_last_point_and_the_trend():
+    assert report.curve_lines(DATA, ["prefix"]) == [
+        "prefix seed 0: 1.50 % after 2,000 samples; flat over the last half of its samples",
+        "prefix seed 1: 3.50 % after 2,500 samples; still rising over the last half of its samples"]
+
+
+def test_search_lines_list_every_screened_run():
+    data = {"seeds": {"2": {"search": {"prefix_double_hist": [
+        {"lr": 0.01, "restart": 3, "screen_accuracy": 0.25, "screen_samples": 1_000_000, "screen_loss": 0.4567}]}}}}
+    assert report.search_lines(data, "prefix_double_hist") == \
+        ["seed 2: lr 0.01   init 3:   0.25 % after 1,000,000 samples, loss 0.457"]
