@@ -118,9 +118,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     folder = Path(manifest["model_folder"])
     folder = folder if folder.is_absolute() else ROOT / folder
     model, tokenizer = load_gpt2(folder)
-    torch.set_grad_enabled(False)
     task = text_tasks.corpus_task("classification", args.corpus)
-    record = load_or_measure(args.run, model, tokenizer, task, folder, args.out, args.limit, args.prefixes)
+    with torch.no_grad():  # not torch.set_grad_enabled(False): a caller's autograd stays as it was
+        record = load_or_measure(args.run, model, tokenizer, task, folder, args.out, args.limit, args.prefixes)
     print(f"{shown(args.out)}: {record['n_inputs']} inputs, {record['seconds']} s")
     return record
 

@@ -5,6 +5,7 @@ only for the prefixes, model and inputs it was made from."""
 import json
 
 import pytest
+import torch
 
 from core.checkpoint import sha256
 from core.records import ROOT
@@ -58,6 +59,7 @@ def test_one_layers_gap_recomputes_through_hugging_face_and_peft(record, tmp_pat
 def test_a_record_is_reused_only_for_what_it_was_made_from(tmp_path, capsys):
     out = tmp_path / "record.json"
     first = appendix_b.main(["--limit", "3", "--prefixes", "2", "--out", str(out)])
+    assert torch.is_grad_enabled()   # main leaves the caller's autograd on
     assert first["n_inputs"] == {"all": 9, "test": 3} and first["trained"]["all"]["n_prefixes"] == 2
     out.write_text(json.dumps({**first, "seconds": -1.0}))               # marked: a reused record keeps the mark
     assert appendix_b.main(["--limit", "3", "--prefixes", "2", "--out", str(out)])["seconds"] == -1.0
