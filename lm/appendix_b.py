@@ -65,19 +65,19 @@ def measure_run(run: Path, model, pad_id: int, prompts: List[List[int]], subsets
     (`prompts_by_split`): trained, untrained and during training (see the module's doc)."""
     saved = load_prefixes(run / "prefixes.pt", model)
     model = copy.deepcopy(model).to(DTYPE)
-    measure = lambda prefixes, chosen: pa.appendix_b_measures(model, prompts, prefixes[:max_prefixes].to(DTYPE),
-                                                              pad_id, chosen, progress)
+    def measure(prefixes, on_prompts, chosen=None):
+        return pa.appendix_b_measures(model, on_prompts, prefixes[:max_prefixes].to(DTYPE), pad_id, chosen, progress)
+
     start = time.time()
-    record = {"trained": measure(saved["prefixes"], subsets),
-              "untrained": measure(initial_prefixes(model, saved["prefix_len"], saved["seeds"]), subsets)}
+    record = {"trained": measure(saved["prefixes"], prompts, subsets),
+              "untrained": measure(initial_prefixes(model, saved["prefix_len"], saved["seeds"]), prompts, subsets)}
     by_step_file = run / "prefixes_by_step.pt"
     if by_step_file.exists():  # on the test prompts alone (the attention is computed for the prompts passed)
         by_step = torch.load(by_step_file, weights_only=True)["prefixes_by_step"]
         test_prompts = [prompts[i] for i in subsets["test"]]
-        on_test = lambda prefixes: pa.appendix_b_measures(model, test_prompts, prefixes[:max_prefixes].to(DTYPE), pad_id,
-                                                          progress=progress)
         record["during_training"] = {"split": "test", "steps": [0] + sorted(by_step),
-                                     "measures": [record["untrained"]["test"]] + [on_test(by_step[step]) for step in sorted(by_step)]}
+                                     "measures": [record["untrained"]["test"]]
+                                     + [measure(by_step[step], test_prompts) for step in sorted(by_step)]}
     record["seconds"] = round(time.time() - start, 1)
     record["dtype"] = str(DTYPE).removeprefix("torch.")
     return record

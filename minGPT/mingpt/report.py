@@ -127,10 +127,11 @@ def curve_lines(data: dict, rows) -> list:
 def at_equal_samples(data: dict, first: str, second: str) -> Optional[str]:
     """The two rows compared at the largest sample count that every seed's curve of both reaches: each
     curve's last point at or below it, averaged over the seeds that have both rows. None without curves."""
-    seeds = [s for s in data["seeds"] if all(seed_curves(data, row).get(s) for row in (first, second))]
+    by_seed = {row: seed_curves(data, row) for row in (first, second)}
+    seeds = [s for s in data["seeds"] if all(by_seed[row].get(s) for row in (first, second))]
     if not seeds:
         return None
-    curves = {row: [seed_curves(data, row)[s] for s in seeds] for row in (first, second)}
+    curves = {row: [by_seed[row][s] for s in seeds] for row in (first, second)}
     budget = min(samples[-1] for row in curves.values() for samples, _ in row)
     last_within = lambda samples, accuracy: [a for n, a in zip(samples, accuracy) if n <= budget][-1]
     means = {row: statistics.mean(last_within(*curve) for curve in row_curves) for row, row_curves in curves.items()}
