@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from core import checkpoint
 from core.checkpoint import check_config
 from core.lora import add_lora, load_lora, lora_parameters
+from core.records import shown
 
 METHODS = ("pretrain", "finetune", "prefix", "lora")
 
@@ -94,7 +95,7 @@ class TrainResult:
     losses: List[Tuple[int, List[float]]] = field(default_factory=list)  # (step, loss per prefix or [loss])
     prefixes: Optional[torch.Tensor] = None                                # (n_prefixes, *prefix_shape)
     step: int = 0
-    train_time_s: float = 0.0  # wall seconds of the steps taken, summed over the pieces of a resumed run
+    train_time_s: float = 0.0  # wall seconds of the steps and evaluations, summed over the pieces of a resumed run
     evals: List[Tuple[int, List[float]]] = field(default_factory=list)   # (step, evaluate(result)) per eval step
 
 
@@ -232,10 +233,18 @@ def _state(model: nn.Module, s: TrainSettings, prefixes) -> Dict[str, torch.Tens
     return model.state_dict()
 
 
+def _recorded(s: TrainSettings) -> dict:
+    """The settings as a checkpoint keeps them: its paths relative to the repository (no machine paths in a
+    committed training state; resuming compares RUN_FIELDS, never paths)."""
+    settings = asdict(s)
+    settings.update({f: shown(settings[f]) for f in ("checkpoint_path", "resume_from") if settings[f]})
+    return settings
+
+
 def _save(model, s, optimizer, data_rng, result: TrainResult, get_batch: BatchFn) -> None:
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     checkpoint.atomic_save({
-        "settings": asdict(s), "model_config": model.hyperparameters(), "step": result.step,
+        "settings": _recorded(s), "model_config": model.hyperparameters(), "step": result.step,
         "trained": _state(model, s, result.prefixes), "optimizer": optimizer.state_dict(),
         "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
         "losses": result.losses, "train_time_s": result.train_time_s, "evals": result.evals,

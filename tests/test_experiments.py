@@ -3,6 +3,8 @@
 import json
 from dataclasses import replace
 
+import torch
+
 from mingpt import components, experiments, profiles
 
 
@@ -81,6 +83,11 @@ def test_a_prefix_retrains_when_its_init_seeds_change(tmp_path):
     first = _manifest(runner, "A")
     before = first[key]
     assert before["prefix_seeds"] == list(components.prefix_seeds(runner.specs["A"], 0, ("sort_desc",)))
+    screened = json.loads((tmp_path / "results/section5/quick/A.json").read_text())["seeds"]["0"]["search"]
+    chosen = torch.load(tmp_path / key, weights_only=True)["chosen"]["sort_desc"]  # what the store kept
+    assert [(r["lr"], r["restart"]) for r in screened["prefix_sort_desc"] if r["chosen"]] == \
+        [(chosen["lr"], chosen["restart"])]  # the results mark exactly that run of the 3 screened
+    assert len(screened["prefix_sort_desc"]) == 3
     runner.specs["A"] = replace(runner.specs["A"], prefix_init="consecutive")
     runner.run("A")
     manifest = _manifest(runner, "A")

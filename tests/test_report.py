@@ -6,8 +6,8 @@ from mingpt import report
 
 
 def results(**curves_by_seed):
-    """A results file's shape: {"seeds": {seed: {"curves": {row: [[samples, accuracy], ...]}}}}."""
-    return {"seeds": {seed: {"curves": curves} for seed, curves in curves_by_seed.items()}}
+    """A results file's shape: {"spec": {...}, "seeds": {seed: {"curves": {row: [[samples, accuracy], ...]}}}}."""
+    return {"spec": {"eval_samples": 3200}, "seeds": {seed: {"curves": curves} for seed, curves in curves_by_seed.items()}}
 
 
 DATA = results(**{
@@ -18,22 +18,26 @@ DATA = results(**{
 
 def test_equal_samples_take_each_curves_last_point_within_the_shortest_run():
     # the shortest curve ends at 2,000 samples: the LoRA's points there are those at 1,000 (50 and 70 -> 60);
-    # the prefix's at 2,000 (seed 0: 1.5) and 1,000 (seed 1: 0.5) -> 1.0
+    # the prefix's at 2,000 (seed 0: 1.5) and 1,000 (seed 1: 0.5) -> 1.0; the sample counts read are named
     assert report.at_equal_samples(DATA, "lora", "prefix") == \
-        "at 2,000 samples, the most that both reach (seeds 0, 1): lora 60.00 %, prefix 1.00 %"
+        "at 2,000 samples, the most that both reach (seeds 0, 1): lora 60.00 % (read at 1,000), " \
+        "prefix 1.00 % (read at 1,000 / 2,000)"
 
 
 def test_equal_samples_need_both_rows():
     assert report.at_equal_samples(results(**{"0": {"lora": [[1, 2.0]]}}), "lora", "prefix") is None
 
 
-@pytest.mark.parametrize("samples, accuracy, rising", [
-    ([100, 1000, 2000], [0.0, 10.0, 12.0], True),    # 10 -> 12 over the last half (from 1,000): > 1 point
-    ([100, 1000, 2000], [0.0, 10.0, 10.5], False),   # +0.5 only
-    ([1500, 2000], [0.0, 50.0], False),              # no point in the first half: nothing to compare with
+@pytest.mark.parametrize("samples, accuracy, n_eval, trend", [
+    # from the point at 1,000 (half of 2,000): two sampling errors of 10 % and 12 % on 3,200 inputs are 1.56 points
+    ([100, 1000, 2000], [0.0, 10.0, 12.0], 3200, "still rising"),   # +2 > 1.56
+    ([100, 1000, 2000], [0.0, 10.0, 11.0], 3200, "flat"),           # +1 < 1.56: within the noise
+    ([100, 1000, 2000], [0.0, 10.0, 11.0], 100_000, "still rising"),  # on 100,000 inputs the bar is 0.27
+    ([100, 1000, 2000], [0.0, 0.2, 1.0], 3200, "still rising"),     # near zero the bar is 0.39: +0.8 counts
+    ([1500, 2000], [0.0, 50.0], 3200, "too short to tell"),        # no point in the first half
 ])
-def test_still_rising_reads_the_last_half_of_the_samples(samples, accuracy, rising):
-    assert report.still_rising(samples, accuracy) is rising
+def test_trend_compares_the_last_half_with_its_sampling_error(samples, accuracy, n_eval, trend):
+    assert report.trend(samples, accuracy, n_eval) == trend
 
 
 def test_curve_lines_name_the_last_point_and_the_trend():
@@ -44,6 +48,10 @@ def test_curve_lines_name_the_last_point_and_the_trend():
 
 def test_search_lines_list_every_screened_run():
     data = {"seeds": {"2": {"search": {"prefix_double_hist": [
-        {"lr": 0.01, "restart": 3, "screen_accuracy": 0.25, "screen_samples": 1_000_000, "screen_loss": 0.4567}]}}}}
+        {"lr": 0.01, "restart": 3, "screen_accuracy": 0.25, "screen_samples": 1_000_000, "screen_loss": 0.4567,
+         "chosen": False},
+        {"lr": 0.03, "restart": 0, "screen_accuracy": 1.5, "screen_samples": 1_000_000, "screen_loss": 0.4,
+         "chosen": True}]}}}}
     assert report.search_lines(data, "prefix_double_hist") == \
-        ["seed 2: lr 0.01   init 3:   0.25 % after 1,000,000 samples, loss 0.457"]
+        ["seed 2: lr 0.01   init 3:   0.25 % after 1,000,000 samples, loss 0.457",
+         "seed 2: lr 0.03   init 0:   1.50 % after 1,000,000 samples, loss 0.400  ← chosen"]

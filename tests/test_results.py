@@ -145,15 +145,27 @@ def _curve_runs():
 
 
 CURVES = list(_curve_runs())
+SEARCHED = [c for c in CURVES if "search" in report.load(c[0], c[1])["seeds"][c[2]]
+            and c[3] in report.load(c[0], c[1])["seeds"][c[2]]["search"]]
 
 
-def test_the_last_point_of_a_committed_curve_reproduces_from_its_checkpoint():
+def _reaching_past_its_screen(curve_run) -> bool:
+    profile, experiment, seed, row = curve_run
+    run = report.load(profile, experiment)["seeds"][seed]
+    return run["curves"][row][-1][0] > run["search"][row][0]["screen_samples"]
+
+
+@pytest.mark.parametrize("pick", ["highest", "continued"])
+def test_the_last_point_of_a_committed_curve_reproduces_from_its_checkpoint(pick):
     """The learning curve's last point was measured on the live prefix during training; loading the committed
     pretrained model and prefix and evaluating them on the same 3,200 test inputs must give it exactly.
-    Checked on the curve whose last point is highest (a 0 % point would hold for almost any prefix)."""
+    Checked on the curve whose last point is highest (a 0 % point would hold for almost any prefix), and on a
+    searched prefix continued past its screen (its stored prefix is the continued run's, not a screened one)."""
     assert CURVES, "no committed results file records learning curves"
-    best = max(CURVES, key=lambda c: report.load(c[0], c[1])["seeds"][c[2]]["curves"][c[3]][-1][1])
-    profile, experiment, seed, row = best
+    last = lambda c: report.load(c[0], c[1])["seeds"][c[2]]["curves"][c[3]][-1][1]
+    candidates = CURVES if pick == "highest" else [c for c in SEARCHED if _reaching_past_its_screen(c)]
+    assert candidates, "no committed searched prefix was continued past its screen"
+    profile, experiment, seed, row = max(candidates, key=last)
     run = report.load(profile, experiment)["seeds"][seed]
     folder = ROOT / "minGPT" / "checkpoints" / profile / experiment / f"seed{seed}"
     manifest = json.loads((folder.parent / "manifest.json").read_text())
@@ -163,5 +175,45 @@ def test_the_last_point_of_a_committed_curve_reproduces_from_its_checkpoint():
     stored = next(p for p in folder.glob("prefixes_*.pt") if task in read(p)["prefixes"])
     prefix = read(stored, manifest[key(stored)]["sha256"])["prefixes"][task]
     recomputed = components.accuracies(base.eval(), (task,), prefix, 3200)[task]
-    assert recomputed > 50  # a curve that ends high: the check below could not pass by accident
+    if pick == "highest":
+        assert recomputed > 50  # a curve that ends high: the check below could not pass by accident
     assert round(recomputed, 4) == run["curves"][row][-1][1] == round(run["accuracy"][row][task], 4)
+
+
+def _trained_rows(spec: dict, run: dict):
+    """(row, the task it is trained on) of every row of a results entry but the pretrained model's."""
+    lora_tasks = {lora["name"]: lora["task"] for lora in spec["loras"]}
+    for row in run["accuracy"]:
+        if row != "pretrained":
+            yield row, lora_tasks.get(row) or row.split("_", 1)[1]
+
+
+def _records_curves(profile: str, experiment: str) -> bool:
+    return bool(report.load(profile, experiment)["spec"].get("curve_points"))
+
+
+@pytest.mark.parametrize("profile, experiment, seed, run", [r for r in _runs() if _records_curves(*r.values[:2])])
+def test_every_trained_row_has_a_learning_curve_ending_at_its_accuracy(profile, experiment, seed, run):
+    """Issue #26: in a profile that records learning curves, every trained row has at least 10 points on its
+    own task, in increasing sample counts, the last the accuracy the results report for that row and task."""
+    spec = report.load(profile, experiment)["spec"]
+    for row, task in _trained_rows(spec, run):
+        curve = run.get("curves", {}).get(row)
+        assert curve and len(curve) >= 10, (row, curve)
+        samples = [n for n, _ in curve]
+        assert samples == sorted(set(samples)), row
+        assert curve[-1][1] == round(run["accuracy"][row][task], 4), row
+
+
+@pytest.mark.parametrize("curve_run", SEARCHED, ids=lambda c: "-".join(c))
+def test_a_searched_prefix_reports_its_best_screened_run_and_that_runs_curve(curve_run):
+    """The chosen run is the best screened one (accuracy at the end of the screen, then the lower loss), the only
+    one marked, and the row's curve starts with its screen curve (continued, when the screen is shorter)."""
+    profile, experiment, seed, row = curve_run
+    run = report.load(profile, experiment)["seeds"][seed]
+    screened, curve = run["search"][row], run["curves"][row]
+    best = max(screened, key=lambda r: (r["screen_accuracy"], -r["screen_loss"]))
+    assert [r for r in screened if r["chosen"]] == [best]
+    assert curve[:len(best["curve"])] == best["curve"]
+    assert best["curve"][-1] == [best["screen_samples"], best["screen_accuracy"]]
+    assert len({r["screen_samples"] for r in screened}) == 1  # every run screened on the same budget

@@ -34,7 +34,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -104,7 +104,8 @@ class Runner:
             out.prefixes.update({t: p.to(self.device) for t, p in stored["prefixes"].items()})
             out.prefix_loss_curves.update(stored["loss_curves"])
             out.curves.update({f"prefix_{t}": c for t, c in stored.get("curves", {}).items()})
-            out.searches.update({f"prefix_{t}": runs for t, runs in stored.get("search", {}).items()})
+            out.searches.update({f"prefix_{t}": marked_chosen(runs, stored["chosen"][t])
+                                 for t, runs in stored.get("search", {}).items()})
         for lora in spec.loras:
             out.loras[lora.name] = self.components.lora(spec, seed, out.pretrained, lora)
         for task in spec.finetune_tasks:  # trained now, stored, or recorded with its accuracy
@@ -192,6 +193,11 @@ class Runner:
             }
             data["seeds"] = dict(sorted(data["seeds"].items(), key=lambda item: int(item[0])))
             path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def marked_chosen(runs: List[dict], chosen: dict) -> List[dict]:
+    """A searched prefix's screened runs, each with "chosen": whether it is the run reported (and continued)."""
+    return [{**run, "chosen": all(run[k] == chosen[k] for k in ("lr", "restart"))} for run in runs]
 
 
 def print_paper_files(names, where: Optional[Path], device: str) -> None:

@@ -4,6 +4,7 @@ Used by scripts/render_results.py (RESULTS.md) and by the notebooks.
 """
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Optional
@@ -96,11 +97,16 @@ def mean_curve(curves: dict):
     return common, [sum(at(*curve, s) for curve in curves.values()) / len(curves) for s in common]
 
 
-def still_rising(samples, accuracy, share: float = 0.5, points: float = 1.0) -> bool:
-    """Whether a curve gained more than `points` over the last `share` of its samples (log-spaced curves:
-    from the last point at or below (1 - share) of the final sample count)."""
+def trend(samples, accuracy, n_eval: int, share: float = 0.5, z: float = 2.0) -> str:
+    """"still rising" if a curve gained more than `z` sampling errors over the last `share` of its samples
+    (from its last point at or below (1 - share) of the final sample count; each point an accuracy in %
+    on `n_eval` inputs), "flat" if not, "too short to tell" without a point that early."""
     earlier = [a for s, a in zip(samples, accuracy) if s <= (1 - share) * samples[-1]]
-    return bool(earlier) and accuracy[-1] - earlier[-1] > points
+    if not earlier:
+        return "too short to tell"
+    variance = lambda percent: (percent / 100) * (1 - percent / 100) / n_eval
+    error = 100 * math.sqrt(variance(earlier[-1]) + variance(accuracy[-1]))
+    return "still rising" if accuracy[-1] - earlier[-1] > z * error else "flat"
 
 
 def with_curves(experiment: str, profiles=CURVE_PROFILES, root: Path = ROOT):
@@ -114,36 +120,37 @@ def with_curves(experiment: str, profiles=CURVE_PROFILES, root: Path = ROOT):
 
 
 def curve_lines(data: dict, rows) -> list:
-    """One line per row and seed: the curve's last point, and whether it still rises over its last half."""
-    lines = []
-    for row in rows:
-        for seed, (samples, accuracy) in seed_curves(data, row).items():
-            trend = "still rising" if still_rising(samples, accuracy) else "flat"
-            lines.append(f"{row} seed {seed}: {accuracy[-1]:.2f} % after {samples[-1]:,} samples; "
-                         f"{trend} over the last half of its samples")
-    return lines
+    """One line per row and seed: the curve's last point, and its trend over its last half (`trend`, on
+    the experiment's evaluation inputs)."""
+    n_eval = data["spec"]["eval_samples"]
+    return [f"{row} seed {seed}: {accuracy[-1]:.2f} % after {samples[-1]:,} samples; "
+            f"{trend(samples, accuracy, n_eval)} over the last half of its samples"
+            for row in rows for seed, (samples, accuracy) in seed_curves(data, row).items()]
 
 
 def at_equal_samples(data: dict, first: str, second: str) -> Optional[str]:
     """The two rows compared at the largest sample count that every seed's curve of both reaches: each
-    curve's last point at or below it, averaged over the seeds that have both rows. None without curves."""
+    curve's last point at or below it (the sample counts read are printed), averaged over the seeds that
+    have both rows. None without curves."""
     by_seed = {row: seed_curves(data, row) for row in (first, second)}
     seeds = [s for s in data["seeds"] if all(by_seed[row].get(s) for row in (first, second))]
     if not seeds:
         return None
     curves = {row: [by_seed[row][s] for s in seeds] for row in (first, second)}
     budget = min(samples[-1] for row in curves.values() for samples, _ in row)
-    last_within = lambda samples, accuracy: [a for n, a in zip(samples, accuracy) if n <= budget][-1]
-    means = {row: statistics.mean(last_within(*curve) for curve in row_curves) for row, row_curves in curves.items()}
-    return (f"at {budget:,} samples, the most that both reach (seeds {', '.join(seeds)}): {first} "
-            f"{means[first]:.2f} %, {second} {means[second]:.2f} %")
+    last_within = lambda samples, accuracy: [(n, a) for n, a in zip(samples, accuracy) if n <= budget][-1]
+    read = {row: [last_within(*curve) for curve in row_curves] for row, row_curves in curves.items()}
+    shown = lambda row: (f"{row} {statistics.mean(a for _, a in read[row]):.2f} % (read at "
+                         + " / ".join(f"{n:,}" for n in sorted({n for n, _ in read[row]})) + ")")
+    return f"at {budget:,} samples, the most that both reach (seeds {', '.join(seeds)}): {shown(first)}, {shown(second)}"
 
 
 def search_lines(data: dict, row: str) -> list:
     """One line per screened run of a searched prefix (profiles.Search): its learning rate and init, and its
-    accuracy and mean training loss at the end of the screen."""
+    accuracy and mean training loss at the end of the screen, the chosen one (reported, and continued
+    where the screen is shorter than the budget) marked."""
     return [f"seed {seed}: lr {r['lr']:<6g} init {r['restart']}: {r['screen_accuracy']:6.2f} % after "
-            f"{r['screen_samples']:,} samples, loss {r['screen_loss']:.3f}"
+            f"{r['screen_samples']:,} samples, loss {r['screen_loss']:.3f}{'  ← chosen' if r.get('chosen') else ''}"
             for seed, run in data["seeds"].items() for r in run.get("search", {}).get(row, [])]
 
 
