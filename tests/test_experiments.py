@@ -5,7 +5,9 @@ from dataclasses import replace
 
 import torch
 
+from core.checkpoint import read
 from mingpt import components, experiments, profiles
+from mingpt.checkpoint import load_model_from
 
 
 def _manifest(runner: experiments.Runner, experiment: str) -> dict:
@@ -35,10 +37,6 @@ def test_components_retrain_when_their_pretrained_model_changes(tmp_path):
 def test_a_fine_tuned_model_is_evaluated_as_committed(tmp_path):
     """The fine-tuned model is committed in half precision: the model evaluated right after training must be
     that file's, so its recorded accuracy reproduces from the committed checkpoint."""
-    import torch
-
-    from core.checkpoint import read
-    from mingpt.checkpoint import load_model_from
     runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
     spec = runner.specs["A"]
     base = runner.components.pretrained(spec, 0)

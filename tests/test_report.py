@@ -55,3 +55,10 @@ def test_search_lines_list_every_screened_run():
     assert report.search_lines(data, "prefix_double_hist") == \
         ["seed 2: lr 0.01   init 3:   0.25 % after 1,000,000 samples, loss 0.457",
          "seed 2: lr 0.03   init 0:   1.50 % after 1,000,000 samples, loss 0.400  ← chosen"]
+
+
+def test_mean_curve_averages_the_shared_sample_counts_and_refuses_curves_that_share_none():
+    samples, mean = report.mean_curve({"0": ([10, 20, 40], [1.0, 2.0, 4.0]), "1": ([20, 40, 80], [4.0, 6.0, 9.0])})
+    assert (samples, mean) == ([20, 40], [3.0, 5.0])
+    with pytest.raises(ValueError, match="share no sample count"):
+        report.mean_curve({"0": ([10, 20], [1.0, 2.0]), "1": ([30, 40], [3.0, 4.0])})

@@ -44,7 +44,7 @@ class BatchStream:
             self.queue.extend(zip(x.chunk(BATCHES_PER_DRAW), y.chunk(BATCHES_PER_DRAW)))
         return self.queue.pop(0)
 
-    def state_dict(self) -> dict:  # tokens and targets fit int8: the state is committed mid-run (Runner._scratch)
+    def state_dict(self) -> dict:  # tokens and targets fit int8: the state is committed mid-run (Components.scratch)
         return {"queue": [(x.to(torch.int8).cpu(), y.to(torch.int8).cpu()) for x, y in self.queue]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -143,8 +143,7 @@ class Components:
             every_task = group * restarts
             evaluate = lambda result: [self._accuracy(spec, base, t, p) for t, p in zip(every_task, result.prefixes.detach())]
             result, seconds = self._train(base, settings, self.task_batches(every_task, phase.batch_size, 0), evaluate)
-            # final training loss of each (restart, task): mean of the last five logged losses
-            final = torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0).view(restarts, len(group))
+            final = final_losses(result).view(restarts, len(group))  # (restart, task)
             best = final.argmin(0)
             trained = result.prefixes.detach().cpu().view(restarts, len(group), *result.prefixes.shape[1:])
             kept = lambda i: int(best[i]) * len(group) + i   # index of task i's kept prefix among every_task
@@ -182,10 +181,10 @@ class Components:
             results[lr], run_seconds = self._train(base, settings, self.task_batches((task,) * len(seeds),
                                                                                      phase.batch_size, 0), evaluate)
             seconds += run_seconds
-            final_loss = torch.tensor([losses for _, losses in results[lr].losses[-5:]]).mean(0)
+            final_loss = final_losses(results[lr])
+            curves = [curve_of(results[lr], phase.batch_size, k) for k in range(len(seeds))]
             runs += [{"lr": lr, "restart": k, "init_seed": init, "screen_samples": screen_iters * phase.batch_size,
-                      "screen_accuracy": results[lr].evals[-1][1][k], "screen_loss": float(final_loss[k]),
-                      "curve": curve_of(results[lr], phase.batch_size, k),
+                      "screen_accuracy": curves[k][-1][1], "screen_loss": float(final_loss[k]), "curve": curves[k],
                       "loss_curve": [[step * phase.batch_size, round(loss, 4)] for step, loss in column(results[lr].losses, k)],
                       "state": str(state)}
                      for k, init in enumerate(seeds)]
@@ -303,6 +302,9 @@ def curve_of(result, samples_per_step: int, k: int = 0) -> list:
     return [[step * samples_per_step, round(values[k], 4)] for step, values in result.evals]
 
 
+def final_losses(result) -> torch.Tensor:
+    """(n_prefixes,) or (1,): each run's final training loss, the mean of its last five logged losses."""
+    return torch.tensor([losses for _, losses in result.losses[-5:]]).mean(0)
 
 
 def placeholders_of(model: GPT) -> int:

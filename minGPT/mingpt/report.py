@@ -93,6 +93,9 @@ def seed_curves(data: dict, row: str) -> dict:
 def mean_curve(curves: dict):
     """(samples, mean accuracy) over seeds at the sample counts every seed's curve has."""
     common = sorted(set.intersection(*(set(samples) for samples, _ in curves.values())))
+    if not common:
+        raise ValueError(f"the curves of seeds {sorted(curves)} share no sample count: they come from runs with "
+                         "different phases or curve points; plot them without a mean")
     at = lambda samples, accuracy, s: accuracy[samples.index(s)]
     return common, [sum(at(*curve, s) for curve in curves.values()) / len(curves) for s in common]
 

@@ -107,6 +107,6 @@ class Store:
 
 
 def training_states(path: Path) -> List[Path]:
-    """The training states (Runner._scratch) of the component stored at `path`."""
+    """The training states (Components.scratch) of the component stored at `path`."""
     folder = path.parent / "training"
     return sorted(folder.glob(f"{path.stem}.*.train.pt")) if folder.exists() else []
