@@ -51,8 +51,9 @@ def copy_profile(source: str, target: str, components=(), results=False, move=Fa
             target_entries[new_path.relative_to(root).as_posix()] = {**entry, "profile": target,
                                                                      "copied_from": {"profile": source, "key": key}}
             copied += 1
-        target_manifest.parent.mkdir(parents=True, exist_ok=True)
-        target_manifest.write_text(json.dumps(target_entries, indent=1, sort_keys=True) + "\n")
+        if target_entries:  # an experiment none of whose components was selected gets no manifest
+            target_manifest.parent.mkdir(parents=True, exist_ok=True)
+            target_manifest.write_text(json.dumps(target_entries, indent=1, sort_keys=True) + "\n")
     if results:
         for path in sorted((root / "results" / "section5" / source).glob("*.json")):
             data = json.loads(path.read_text())

@@ -60,3 +60,9 @@ def test_a_file_that_differs_from_its_manifest_is_not_copied(tmp_path):
     torch.save({"prefixes": {"double_hist": torch.zeros(6)}}, component)
     with pytest.raises(ValueError, match="does not match its manifest's sha256"):
         copy_profile.copy_profile("cpu-next", "cpu", root=tmp_path)
+
+
+def test_copying_only_some_components_writes_no_manifest_where_none_was_selected(tmp_path):
+    stored_profile(tmp_path)
+    assert copy_profile.copy_profile("cpu-next", "cpu", components=("pretrained",), root=tmp_path) == 0
+    assert not (tmp_path / "minGPT/checkpoints/cpu/D").exists()

@@ -125,6 +125,13 @@ def test_committed_components_match_the_current_profiles(manifest):
         if restarts is not None:
             assert entry["restarts"] == restarts, key
             assert entry["prefix_seeds"] == prefix_seeds, key
+        spec = experiments.profile(entry["profile"])[entry["experiment"]]
+        if entry["method"] != "pretrain":
+            assert entry.get("curve_points") == (spec.curve_points or None), key
+        search = spec.search(entry["tasks"][0]) if entry["method"] == "prefix" and len(entry["tasks"]) == 1 else None
+        if search is not None:  # the search's settings and the learning rates this seed screens
+            assert entry["search"] == {**json.loads(json.dumps(asdict(search))),
+                                       "lrs_screened": list(search.lrs(phase, entry["seed"]))}, key
 
 
 def test_results_md_is_rendered_from_the_committed_files():
