@@ -40,7 +40,7 @@ def test_a_fine_tuned_model_is_evaluated_as_committed(tmp_path):
     runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
     spec = runner.specs["A"]
     base = runner.components.pretrained(spec, 0)
-    trained = runner.components.finetuned(spec, 0, base, "sort_desc")
+    trained = runner.components.finetuned(spec, 0, base, "sort_desc").model
     path = runner.paths.component("A", 0, "finetuned_sort_desc")
     committed = load_model_from(read(path), spec.model.config(spec.prefix_len), path)
     for (name, a), b in zip(trained.state_dict().items(), committed.state_dict().values()):
@@ -105,3 +105,18 @@ def test_a_pretrained_model_retrains_when_the_profile_changes_its_shape(tmp_path
     assert "model_config" in capsys.readouterr().out
     entry = _manifest(runner, "D")["minGPT/checkpoints/quick/D/seed0/pretrained.pt"]
     assert entry["model_config"]["n_embd"] == 2 * spec.model.n_embd
+
+
+def test_every_trained_row_records_its_curve_when_trained_and_when_loaded(tmp_path):
+    """Fine-tuning, prefix and LoRA curves reach the results whether the component trains now or is loaded,
+    each ending at the accuracy the results report for that row on its own task."""
+    runner = experiments.Runner("quick", root=tmp_path, device="cpu", progress=False)
+    runner.specs["D"] = replace(runner.specs["D"], curve_points=3)
+    rows = {"A": {"finetuned_sort_desc": "sort_desc", "prefix_sort_desc": "sort_desc"},
+            "D": {"prefix_double_hist": "double_hist", "lora_mlp_attn_out": "double_hist"}}
+    for experiment, own_task in rows.items():
+        trained, loaded = runner.run(experiment), runner.run(experiment)
+        assert loaded.curves == trained.curves and set(trained.curves) == set(own_task), experiment
+        for row, task in own_task.items():
+            assert len(trained.curves[row]) >= 3, row
+            assert trained.curves[row][-1][1] == round(trained.accuracy[row][task], 4), row

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -21,6 +21,12 @@ from .profiles import Experiment, LoRASpec, Phase, Search, curve_steps
 from .store import Paths, Store
 
 BATCHES_PER_DRAW = 16  # training batches generated per sampler call (see BatchStream)
+
+
+class Trained(NamedTuple):
+    """A fine-tuned model or a model with a LoRA, and its learning curve [[samples, accuracy]] (None if not kept)."""
+    model: GPT
+    curve: Optional[list]
 
 
 class BatchStream:
@@ -56,8 +62,6 @@ class Components:
 
     def __init__(self, profile_name: str, paths: Paths, store: Store, device: str, progress: bool = True):
         self.profile, self.paths, self.store, self.device, self.progress = profile_name, paths, store, device, progress
-        self.finetune_curves: Dict[str, list] = {}   # task -> curve of the fine-tuning trained or loaded now
-        self.lora_curves: Dict[str, Optional[list]] = {}
 
     def train_settings(self, phase: Phase, method: str, seed: int, scratch: Optional[Path] = None,
                        **kw) -> TrainSettings:
@@ -100,15 +104,14 @@ class Components:
         self.store.save(path, model_state(model, half=True), {**meta, "train_time_s": seconds})
         return load_model_from(read(path), config, path).to(self.device)
 
-    def finetuned(self, spec: Experiment, seed: int, base: GPT, task: str) -> Optional[GPT]:
-        """A fully fine-tuned copy of `base`, or None when it is not stored and its accuracy is recorded."""
+    def finetuned(self, spec: Experiment, seed: int, base: GPT, task: str) -> Trained:
+        """A fully fine-tuned copy of `base` on `task`, with its learning curve."""
         path = self.paths.component(spec.name, seed, f"finetuned_{task}")
         config = spec.model.config(spec.prefix_len)
         meta = self._meta(spec, seed, "finetune", spec.finetune, tasks=[task])
         stored = self.store.load(path, meta)
         if stored is not None:
-            self.finetune_curves[task] = self.store.entry(path).get("curve")
-            return load_model_from(stored, config, path).to(self.device)
+            return Trained(load_model_from(stored, config, path).to(self.device), self.store.entry(path).get("curve"))
         model = GPT(config).to(self.device)
         model.load_state_dict(base.state_dict())
         settings = self.train_settings(spec.finetune, "finetune", seed, self.scratch(path, meta),
@@ -117,12 +120,12 @@ class Components:
                                       evaluate=lambda _: [self._accuracy(spec, model, task)])
         model.eval()
         self.store.trained = True
-        self.finetune_curves[task] = curve_of(result, spec.finetune.batch_size)
+        curve = curve_of(result, spec.finetune.batch_size) if spec.curve_points else None
         if spec.save_finetuned:  # evaluate what is committed: the half-precision copy
-            curve = {"curve": self.finetune_curves[task]} if spec.curve_points else {}
-            self.store.save(path, model_state(model, half=True), {**meta, "train_time_s": seconds, **curve})
-            return load_model_from(read(path), config, path).to(self.device)
-        return model
+            kept = {"curve": curve} if curve else {}
+            self.store.save(path, model_state(model, half=True), {**meta, "train_time_s": seconds, **kept})
+            return Trained(load_model_from(read(path), config, path).to(self.device), curve)
+        return Trained(model, curve)
 
     def prefixes(self, spec: Experiment, seed: int, base: GPT, group: Tuple[str, ...], phase: Phase) -> dict:
         """The stored record of a group of trained prefixes: {"prefixes": {task: prefix}, "loss_curves":
@@ -206,7 +209,8 @@ class Components:
         self.store.save(path, stored, {**meta, "train_time_s": round(seconds, 1)})
         return stored
 
-    def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> GPT:
+    def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> Trained:
+        """`base` with a rank-1 LoRA trained on lora.task (a copy: `base` is unchanged), with its learning curve."""
         path = self.paths.component(spec.name, seed, lora.name)
         model = GPT(base.config).to(self.device)
         model.load_state_dict(base.state_dict())
@@ -226,8 +230,7 @@ class Components:
         else:
             add_lora(model, rank=1, targets=lora.targets)
             load_lora(model, stored["lora"], str(path))
-        self.lora_curves[lora.name] = stored.get("curve")
-        return model.eval()
+        return Trained(model.eval(), stored.get("curve"))
 
     def _train(self, model: GPT, settings: TrainSettings, get_batch, evaluate=None):
         """Train; return the trainer's result and its training seconds (summed over a resumed run's pieces)."""

@@ -43,7 +43,7 @@ from core.lora import lora_parameters
 from core.records import hardware
 
 from . import paper_files, tasks
-from .components import Components, accuracies
+from .components import Components, Trained, accuracies
 from .model import GPT
 from .paper import PAPER_ACCURACY
 from .profiles import EXPERIMENTS, PROFILES, Experiment, describe, profile
@@ -92,13 +92,13 @@ class Runner:
             raise ValueError(f"unknown experiment {name!r}; choose from {EXPERIMENTS}")
         spec, start = self.specs[name], time.time()
         self.store.trained = False
-        self.components.finetune_curves, self.components.lora_curves = {}, {}
         out = Outcome(spec, seed, self.components.pretrained(spec, seed))
         recorded = self._recorded(spec, seed)
+        finetune_curves, lora_curves = {}, {}
         for task in spec.finetune_tasks:
-            model = self.finetuned_or_recorded(spec, seed, out.pretrained, task, recorded)
-            if model is not None:
-                out.finetuned[task] = model
+            trained = self.finetuned_or_recorded(spec, seed, out.pretrained, task, recorded)
+            if trained is not None:
+                out.finetuned[task], finetune_curves[task] = trained
         for group, phase in spec.prefix_groups:
             stored = self.components.prefixes(spec, seed, out.pretrained, group, phase)
             out.prefixes.update({t: p.to(self.device) for t, p in stored["prefixes"].items()})
@@ -107,19 +107,20 @@ class Runner:
             out.searches.update({f"prefix_{t}": marked_chosen(runs, stored["chosen"][t])
                                  for t, runs in stored.get("search", {}).items()})
         for lora in spec.loras:
-            out.loras[lora.name] = self.components.lora(spec, seed, out.pretrained, lora)
+            out.loras[lora.name], lora_curves[lora.name] = self.components.lora(spec, seed, out.pretrained, lora)
         for task in spec.finetune_tasks:  # trained now, stored, or recorded with its accuracy
-            curve = self.components.finetune_curves.get(task) or recorded.get("curves", {}).get(f"finetuned_{task}")
+            curve = finetune_curves.get(task) or recorded.get("curves", {}).get(f"finetuned_{task}")
             if curve:
                 out.curves[f"finetuned_{task}"] = curve
-        out.curves.update({name: curve for name, curve in self.components.lora_curves.items() if curve})
+        out.curves.update({name: curve for name, curve in lora_curves.items() if curve})
         self._evaluate(out, recorded)
         self._record_metrics(out)
         out.wall_time_s = time.time() - start
         self._write_results(out)
         return out
 
-    def finetuned_or_recorded(self, spec, seed, base, task, recorded) -> Optional[GPT]:
+    def finetuned_or_recorded(self, spec, seed, base, task, recorded) -> Optional[Trained]:
+        """The fine-tuned model and its curve, or None when it is not committed and its accuracy is recorded."""
         key = f"finetuned_{task}"
         if not spec.save_finetuned and key in recorded.get("accuracy", {}) and not self.store.retrain:
             return None  # not committed; its accuracy row comes from the results file
