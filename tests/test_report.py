@@ -1,5 +1,7 @@
 """The learning-curve summaries the notebooks print (mingpt.report), on hand-made results with known answers."""
 
+import json
+
 import pytest
 
 from mingpt import report
@@ -62,3 +64,21 @@ def test_mean_curve_averages_the_shared_sample_counts_and_refuses_curves_that_sh
     assert (samples, mean) == ([20, 40], [3.0, 5.0])
     with pytest.raises(ValueError, match="share no sample count"):
         report.mean_curve({"0": ([10, 20], [1.0, 2.0]), "1": ([30, 40], [3.0, 4.0])})
+
+
+def test_the_glance_shows_each_seed_the_samples_and_how_many_seeds_meet_our_threshold(tmp_path):
+    """A made-up results file of D with two seeds: one meets both thresholds, one has its LoRA at 80 %."""
+    spec = {"prefix_groups": [[["double_hist"], {"samples": 3_000_000}]],
+            "loras": [{"name": "lora_mlp_attn_out", "phase": {"samples": 250_000}}]}
+    run = lambda lora: {"accuracy": {"prefix_double_hist": {"double_hist": 1.0}, "lora_mlp_attn_out": {"double_hist": lora}},
+                        "param_counts": {"prefix": 4608, "lora_mlp_attn_out": 4608}}
+    folder = tmp_path / "results" / "section5" / "cpu"
+    folder.mkdir(parents=True)
+    (folder / "D.json").write_text(json.dumps({"spec": spec, "seeds": {"0": run(96.0), "1": run(80.0)}}))
+    lines = {line.split(" | ")[0]: line for line in report.glance(["cpu", "gpu"], root=tmp_path)}
+    assert lines["| D: an n_S = 12 prefix cannot learn H"] == (
+        "| D: an n_S = 12 prefix cannot learn H | 0.31 | ≤ 3 | 1.00 / 1.00 (seeds 0, 1; 3M samples; 4,608 parameters) "
+        "✓ 2 of 2 | — |")
+    assert lines["| D: a rank-1 LoRA of MLP + attention output, as many parameters, learns H"].endswith(
+        "| 92.38 | ≥ 85 | 96.00 / 80.00 (seeds 0, 1; 250k samples; 4,608 parameters) ✗ 1 of 2 | — |")
+    assert lines["| A: a prefix cannot learn ↘"].endswith("| 0.00 | ≤ 2 | — | — |")

@@ -134,11 +134,15 @@ def test_committed_components_match_the_current_profiles(manifest):
                                        "lrs_screened": list(search.lrs(phase, entry["seed"]))}, key
 
 
-def test_results_md_is_rendered_from_the_committed_files():
+def test_results_md_and_the_readmes_claims_are_rendered_from_the_committed_files():
     spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
     render_results = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render_results)
     assert (ROOT / "RESULTS.md").read_text() == render_results.render(), "run python scripts/render_results.py"
+    readme = (ROOT / "README.md").read_text()
+    assert readme == render_results.render_readme(readme), "run python scripts/render_results.py"
+    with pytest.raises(ValueError, match="must hold the lines"):
+        render_results.render_readme(readme.replace(render_results.GLANCE_END, ""))
 
 
 def _curve_runs():

@@ -7,7 +7,7 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple
 
 from core.records import ROOT
 
@@ -72,6 +72,100 @@ def summary(experiment: str, profile: str, root: Path = ROOT) -> str:
     return "\n".join([f"**Experiment {experiment}, {profile} profile**, seeds {', '.join(seeds)} ({hardware}); "
                       "accuracy in %, paper in brackets:", ""] + table(experiment, seeds) + [""]
                      + claims(experiment, seeds))
+
+
+# ------------------------------------------------------------------------------ the claims at a glance
+
+class GlanceLine(NamedTuple):
+    """One line of the claims at a glance: the accuracies (row, task) of one experiment it shows, either each
+    of them (averaged over seeds when several) or, per seed, the highest of them."""
+    label: str
+    experiment: str
+    cells: Tuple[Tuple[str, str], ...]
+    highest: bool = False
+    params: bool = False   # also show the trained parameters of the (first) row's component
+
+
+MIX = tasks.PRETRAIN_TASKS
+GLANCE = (
+    GlanceLine("A: pretrained on ↗, accuracy on ↗", "A", (("pretrained", "sort_asc"),)),
+    GlanceLine("A: full fine-tuning learns ↘", "A", (("finetuned_sort_desc", "sort_desc"),)),
+    GlanceLine("A: a prefix cannot learn ↘", "A", (("prefix_sort_desc", "sort_desc"),)),
+    GlanceLine("B: each prefix elicits its own task (↗ / ↘ / +1 / +2)", "B", tuple((f"prefix_{t}", t) for t in MIX)),
+    GlanceLine("B: and stays off the other three tasks (the highest of its 12 accuracies)", "B",
+               tuple((f"prefix_{p}", t) for p in MIX for t in MIX if p != t), highest=True),
+    GlanceLine("C: prefixes elicit ↗ / ↘ / +1 / +2", "C", tuple((f"prefix_{t}", t) for t in MIX)),
+    GlanceLine("C: a prefix learns the composition ↗+1", "C", (("prefix_sort_asc_add1", "sort_asc_add1"),)),
+    GlanceLine("C: a prefix cannot learn H", "C", (("prefix_double_hist", "double_hist"),), params=True),
+    GlanceLine("C: full fine-tuning on H (a reference, not a claim)", "C", (("finetuned_double_hist", "double_hist"),)),
+    GlanceLine("C: MLP-only rank-1 LoRA on H, as many parameters as the prefix (ours, not the paper's)", "C",
+               (("lora_mlp", "double_hist"),), params=True),
+    GlanceLine("D: an n_S = 12 prefix cannot learn H", "D", (("prefix_double_hist", "double_hist"),), params=True),
+    GlanceLine("D: a rank-1 LoRA of MLP + attention output, as many parameters, learns H", "D",
+               (("lora_mlp_attn_out", "double_hist"),), params=True),
+)
+
+
+def glance(profiles, root: Path = ROOT) -> list:
+    """Markdown lines: the claims of Sections 5-6 (GLANCE), the paper's numbers, this project's thresholds and
+    each profile's committed seeds, with the training samples of each component."""
+    lines = ["| claim | paper | our threshold | " + " | ".join(f"`{p}` profile" for p in profiles) + " |",
+             "|---|---|---|" + "---|" * len(profiles)]
+    for line in GLANCE:
+        checked = [c for c in paper.CLAIMS if c.experiment == line.experiment and (c.row, c.task) in line.cells]
+        reported = [paper.PAPER_ACCURACY.get(line.experiment, {}).get(row, {}).get(task) for row, task in line.cells]
+        reported = [max(reported)] if line.highest else reported
+        paper_cell = "—" if None in reported else " / ".join(f"{v:.2f}" for v in reported)
+        cells = [_glance_cell(line, checked, load(p, line.experiment, root)) for p in profiles]
+        lines.append(f"| {line.label} | {paper_cell} | {_thresholds(checked, line.highest)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _glance_cell(line: GlanceLine, checked, data: Optional[dict]) -> str:
+    """Per seed (one value) or the mean over seeds (several), the samples trained on, and on how many seeds
+    every threshold of the line holds."""
+    if data is None or line.cells[0][0] not in next(iter(data["seeds"].values()))["accuracy"]:
+        return "—"
+    runs = data["seeds"]
+    at = lambda run, row, task: run["accuracy"][row][task]
+    if line.highest:
+        values = " / ".join(f"{max(at(run, *c) for c in line.cells):.2f}" for run in runs.values())
+    elif len(line.cells) == 1:
+        values = " / ".join(f"{at(run, *line.cells[0]):.2f}" for run in runs.values())
+    else:
+        values = " / ".join(f"{statistics.mean(at(run, *c) for run in runs.values()):.2f}" for c in line.cells)
+    seeds = f"seed {', '.join(runs)}" if len(runs) == 1 else f"seeds {', '.join(runs)}"
+    averaged = len(runs) > 1 and len(line.cells) > 1 and not line.highest
+    row = line.cells[0][0]
+    params = ""
+    if line.params:
+        counts = next(iter(runs.values()))["param_counts"]
+        params = f"; {counts['prefix' if row.startswith('prefix_') else row]:,} parameters"
+    text = f"{values} ({'mean of ' if averaged else ''}{seeds}; {_samples(data['spec'], row)}{params})"
+    if checked:
+        met = sum(all(c.holds(at(run, c.row, c.task)) for c in checked) for run in runs.values())
+        text += f" {'✓' if met == len(runs) else '✗'} {met} of {len(runs)}"
+    return text
+
+
+def _thresholds(checked, highest: bool) -> str:
+    bounds = sorted({f"≥ {c.at_least:g}" if c.at_least is not None else f"≤ {c.at_most:g}" for c in checked})
+    if not bounds:
+        return "—"
+    return bounds[0] + (" each" if len(checked) > 1 and not highest else "")
+
+
+def _samples(spec: dict, row: str) -> str:
+    """The training samples of a results row's component, from the results file's spec."""
+    if row == "pretrained":
+        n = spec["pretrain"]["samples"]
+    elif row.startswith("finetuned_"):
+        n = spec["finetune"]["samples"]
+    elif row.startswith("prefix_"):
+        n = next(phase["samples"] for group, phase in spec["prefix_groups"] if row[len("prefix_"):] in group)
+    else:
+        n = next(lora["phase"]["samples"] for lora in spec["loras"] if lora["name"] == row)
+    return f"{n / 1e6:g}M samples" if n >= 1e6 else f"{n / 1e3:g}k samples"
 
 
 # ------------------------------------------------------------------------------ learning curves
