@@ -1,5 +1,6 @@
 """The budget probe: one component trained on a stored pretrained model, evaluated along the way."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -37,7 +38,8 @@ def test_probe_evaluates_along_the_way_and_counts_lora_parameters(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(experiment="E"), "unknown experiment 'E'"),
-    (dict(method="finetune"), "unknown method 'finetune'"),
+    (dict(method="adapter"), "unknown method 'adapter'"),
+    (dict(experiment="D", method="finetune"), "experiment D has no fine-tuning phase"),
     (dict(task="reverse"), "unknown task 'reverse'"),
     (dict(model="4x4x64"), "--model takes layers/heads/width"),
 ])
@@ -61,3 +63,14 @@ def test_batch_size_sets_the_rows_per_step(tmp_path):
                          root=committed_root(tmp_path), batch_size=32)
     assert record["phase"]["batch_size"] == 32
     assert [point["samples"] for point in record["curve"]] == [32, 64]
+
+
+def test_a_fine_tuning_probe_trains_every_weight_of_a_copy(tmp_path):
+    root = committed_root(tmp_path)
+    record = probe.probe("C", "finetune", "double_hist", samples=512, lr=1e-3, evals=2, eval_samples=16,
+                         progress=False, root=root)
+    spec = profiles.profile("cpu")["C"]
+    assert record["phase"] == {**dataclasses.asdict(spec.finetune), "samples": 512, "lr": 1e-3}
+    recorded = json.loads((ROOT / "results" / "section5" / "cpu" / "C.json").read_text())
+    assert record["trained_params"] == recorded["seeds"]["0"]["param_counts"]["model"]  # every weight
+    assert [point["samples"] for point in record["curve"]] == [256, 512]

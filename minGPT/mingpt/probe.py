@@ -1,8 +1,9 @@
-"""Accuracy against training samples for one prefix or rank-1 LoRA: what a budget buys.
+"""Accuracy against training samples for one prefix, rank-1 LoRA or full fine-tuning: what a budget buys.
 
     python -m mingpt.probe C --method prefix --task sort_asc_add1 --samples 640000
     python -m mingpt.probe D --method lora --task double_hist --samples 1000000 --lr 5e-3
     python -m mingpt.probe D --model 4/4/64 --pretrain-samples 600000 --method lora --samples 500000
+    python -m mingpt.probe C --method finetune --task double_hist --samples 1000000 --lr 1e-3
 
 Trains one component on the profile's stored pretrained model of the experiment and seed or, with
 --model, on a model of that shape pretrained with the profile's pretraining phase (its sample count
@@ -10,8 +11,8 @@ set by --pretrain-samples) and cached under <root>/runs/probe/ (--root, default 
 phase for it, with the given samples and peak learning rate: a prefix with the phase of the
 experiment's prefix of that task (else of its last prefix group), starting from that prefix's init
 (with --restart K, from the experiment's init for restart K); a LoRA with the experiment's LoRA phase
-(in the cpu profile: 64-row steps, warm-up 20, cosine decay); --batch-size sets other rows per
-step. Every samples/--evals training samples it is evaluated on the first --eval-samples test
+(in the cpu profile: 64-row steps, warm-up 20, cosine decay); full fine-tuning with the experiment's
+fine-tuning phase (every weight trains); --batch-size sets other rows per step. Every samples/--evals training samples it is evaluated on the first --eval-samples test
 inputs; at the end on 3,200. The record goes to results/probes/<name>.json; nothing under
 checkpoints changes.
 """
@@ -34,7 +35,7 @@ from .experiments import Runner
 from .model import GPT
 from .profiles import PROFILES, ModelSpec
 
-METHODS = ("prefix", "lora")
+METHODS = ("prefix", "lora", "finetune")
 
 
 def parse_model(text: str) -> ModelSpec:
@@ -64,12 +65,17 @@ def probe_runner(experiment: str, profile: str, model: str, pretrain_samples: in
 
 def probe_component(spec, method: str, task: str, seed: int, restart: int):
     """The phase the probed component takes its settings from and its trainer settings: a prefix the phase of
-    the experiment's prefix for the task (else its last) and that restart's init; a LoRA the experiment's."""
+    the experiment's prefix for the task (else its last) and that restart's init; a LoRA the experiment's; full
+    fine-tuning the experiment's fine-tuning phase."""
     if method == "prefix":
         group, template = next(((g, p) for g, p in spec.prefix_groups if task in g), spec.prefix_groups[-1])
         seeds = prefix_seeds(replace(spec, prefix_restarts=restart + 1, searches=()), seed, group)
         init = seeds[restart * len(group) + group.index(task)] if task in group else seed + restart
         return template, dict(n_prefixes=1, prefix_len=spec.prefix_len, prefix_seeds=(init,))
+    if method == "finetune":
+        if spec.finetune is None:
+            raise ValueError(f"experiment {spec.name} has no fine-tuning phase; choose A or C for --method finetune")
+        return spec.finetune, {}
     if not spec.loras:
         raise ValueError(f"experiment {spec.name} trains no LoRA; choose C or D for --method lora")
     return spec.loras[0].phase, dict(lora_rank=1, lora_targets=spec.loras[0].targets)
@@ -97,7 +103,7 @@ def probe(experiment: str, method: str, task: str, samples: int, lr: float, prof
     settings = replace(runner.components.train_settings(phase, method, seed, **component),
                        log_every=max(1, phase.iters // evals))
     trained = base
-    if method == "lora":
+    if method != "prefix":  # a LoRA or fine-tuning trains a copy
         trained = GPT(base.config)
         trained.load_state_dict(base.state_dict())
 
