@@ -77,14 +77,15 @@ def probes() -> list:
         return []
     lines = ["## Budget probes: accuracy against training samples (`python -m mingpt.probe`)", "",
              "One component on a `cpu`-profile pretrained model (or one of another shape, pretrained with that",
-             "profile's phase), trained in 64-row steps with cosine decay and evaluated along the way on 640",
-             "test inputs; the last column on 3,200. Records: `results/probes/*.json`.", "",
+             "profile's phase), trained with cosine decay (a prefix or LoRA in 64-row steps, full fine-tuning in the",
+             "profile's fine-tuning steps) and evaluated along the way on 640 test inputs; the last column on 3,200.",
+             "Records: `results/probes/*.json`.", "",
              "| pretrained model | n_S | component | task | peak lr | trained parameters "
              "| accuracy (%) at k samples | final (%) | wall |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         pretrain = f"{r['experiment']} seed {r['seed']}, {r['model']}, {r['pretrain']['samples'] // 1000}k samples"
-        component = "prefix" if r["method"] == "prefix" else "rank-1 LoRA"
+        component = {"prefix": "prefix", "lora": "rank-1 LoRA", "finetune": "full fine-tuning"}[r["method"]]
         curve = ", ".join(f"{p['samples'] // 1000}k: {p['accuracy']:.1f}" for p in r["curve"])
         lines.append(f"| {pretrain} | {r['prefix_len']} | {component} | {TASK_SYMBOLS[r['task']]} | {r['phase']['lr']:g} "
                      f"| {r['trained_params']:,} | {curve} | **{r['final_accuracy']:.2f}** "
