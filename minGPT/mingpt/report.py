@@ -86,15 +86,15 @@ class GlanceLine(NamedTuple):
     params: bool = False   # also show the trained parameters of the (first) row's component
 
 
-MIX = tasks.PRETRAIN_TASKS
+
 GLANCE = (
     GlanceLine("A: pretrained on ↗, accuracy on ↗", "A", (("pretrained", "sort_asc"),)),
     GlanceLine("A: full fine-tuning learns ↘", "A", (("finetuned_sort_desc", "sort_desc"),)),
     GlanceLine("A: a prefix cannot learn ↘", "A", (("prefix_sort_desc", "sort_desc"),)),
-    GlanceLine("B: each prefix elicits its own task (↗ / ↘ / +1 / +2)", "B", tuple((f"prefix_{t}", t) for t in MIX)),
+    GlanceLine("B: each prefix elicits its own task (↗ / ↘ / +1 / +2)", "B", tuple((f"prefix_{t}", t) for t in paper.MIX)),
     GlanceLine("B: and stays off the other three tasks (the highest of its 12 accuracies)", "B",
-               tuple((f"prefix_{p}", t) for p in MIX for t in MIX if p != t), highest=True),
-    GlanceLine("C: prefixes elicit ↗ / ↘ / +1 / +2", "C", tuple((f"prefix_{t}", t) for t in MIX)),
+               tuple((f"prefix_{p}", t) for p in paper.MIX for t in paper.MIX if p != t), highest=True),
+    GlanceLine("C: prefixes elicit ↗ / ↘ / +1 / +2", "C", tuple((f"prefix_{t}", t) for t in paper.MIX)),
     GlanceLine("C: a prefix learns the composition ↗+1", "C", (("prefix_sort_asc_add1", "sort_asc_add1"),)),
     GlanceLine("C: a prefix cannot learn H", "C", (("prefix_double_hist", "double_hist"),), params=True),
     GlanceLine("C: full fine-tuning on H (a reference, not a claim)", "C", (("finetuned_double_hist", "double_hist"),)),
