@@ -155,16 +155,19 @@ def _thresholds(checked, highest: bool) -> str:
     return bounds[0] + (" each" if len(checked) > 1 and not highest else "")
 
 
-def _samples(spec: dict, row: str) -> str:
+def row_samples(spec: dict, row: str) -> int:
     """The training samples of a results row's component, from the results file's spec."""
     if row == "pretrained":
-        n = spec["pretrain"]["samples"]
-    elif row.startswith("finetuned_"):
-        n = spec["finetune"]["samples"]
-    elif row.startswith("prefix_"):
-        n = next(phase["samples"] for group, phase in spec["prefix_groups"] if row[len("prefix_"):] in group)
-    else:
-        n = next(lora["phase"]["samples"] for lora in spec["loras"] if lora["name"] == row)
+        return spec["pretrain"]["samples"]
+    if row.startswith("finetuned_"):
+        return spec["finetune"]["samples"]
+    if row.startswith("prefix_"):
+        return next(phase["samples"] for group, phase in spec["prefix_groups"] if row[len("prefix_"):] in group)
+    return next(lora["phase"]["samples"] for lora in spec["loras"] if lora["name"] == row)
+
+
+def _samples(spec: dict, row: str) -> str:
+    n = row_samples(spec, row)
     return f"{n / 1e6:g}M samples" if n >= 1e6 else f"{n / 1e3:g}k samples"
 
 
