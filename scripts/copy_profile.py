@@ -1,7 +1,9 @@
 """Copy stored Section 5 components (checkpoints with their manifest entries) from one profile to another.
 
-    python scripts/copy_profile.py cpu cpu-next --components pretrained   # start cpu-next from cpu's models
-    python scripts/copy_profile.py cpu-next cpu --results --move          # cpu-next done: it becomes cpu
+    python scripts/copy_profile.py cpu NEW --components pretrained   # a new profile NEW starts from cpu's models
+    python scripts/copy_profile.py NEW cpu --results --move          # NEW done: it becomes cpu
+
+(NEW: a profile added to mingpt.profiles for the purpose; issue #26's runs were trained so, as `cpu-next`.)
 
 A profile stores its components under minGPT/checkpoints/<profile>/ with manifest keys and a "profile"
 field that name it; this copies the files, rewrites those (each entry gains "copied_from"; its "command"

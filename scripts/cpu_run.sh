@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# The cpu profile's C and D for seeds 0-2 on a 2-core machine: two queues, one process of one torch
-# thread each. A queue is a ';'-separated list of argument lists for `python -m mingpt.experiments`.
-# Runs write straight into the repository: each component is stored (minGPT/checkpoints/cpu, with its
-# manifest entry and training time) as soon as it is trained, each finished seed's results go to
-# results/section5/cpu, and the queues log starts, ends and accuracies to results/cpu_run/. A stopped
-# queue resumes from what is stored (and from runs/cpu, the trainer's mid-phase checkpoints): commit
-# the stored components as they appear, and run the script again.
+# A profile's (default cpu) C and D for seeds 0-2 on a 2-core machine: two queues, one process of one
+# torch thread each. A queue is a ';'-separated list of argument lists for `python -m mingpt.experiments`.
+# Runs write straight into the repository: each component is stored (minGPT/checkpoints/PROFILE, with
+# its manifest entry and training time) as soon as it is trained, each finished seed's results go to
+# results/section5/PROFILE, and the queues log starts, ends and accuracies to results/cpu_run/. A stopped
+# queue resumes from what is stored, from the training states of prefixes and LoRAs (the seed's training/
+# folder, committed) and from runs/PROFILE (whole-model mid-phase states, not committed): commit the
+# stored components and training states as they appear, and run the script again.
 #
 #   bash scripts/cpu_run.sh                                   # the default queues below
 #   QUEUE1="C --seeds 1" QUEUE2="D --seeds 1" bash scripts/cpu_run.sh
-#   PROFILE=cpu-next QUEUE1="A --seeds 0 1 2;D --seeds 0" QUEUE2="" bash scripts/cpu_run.sh
+#   PROFILE=cpu QUEUE1="A --seeds 0 1 2;D --seeds 0" QUEUE2="" bash scripts/cpu_run.sh
 #   bash scripts/cpu_run.sh --help
 set -u
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,13p' "$0" | cut -c3-; exit 0; fi
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,14p' "$0" | cut -c3-; exit 0; fi
 PROFILE=${PROFILE:-cpu}
 PY=${PY:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
 QUEUE1=${QUEUE1-"C --seeds 0;D --seeds 1;C --seeds 2"}   # about equal work in each queue

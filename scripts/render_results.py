@@ -26,7 +26,10 @@ TITLES = {
 }
 PROFILE_NOTES = {
     "gpu": "the paper's number of training samples per phase, large batches; the machine that trained each component is in its manifest",
-    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (4 layers, width 96); the training time of each stored component is in its manifest",
+    "cpu": "2-core budgets; smaller models for B (width 128) and C/D (4 layers, width 96); every negative prefix "
+           "trains on at least its rival's samples, as the best of a search over 4 inits (on seed 0 also 3 learning "
+           "rates), and every component records a learning curve; the training time of each stored component is in "
+           "its manifest",
 }
 FIGURES = ROOT / "results" / "figures"
 PROBES = ROOT / "results" / "probes"

@@ -15,7 +15,7 @@ from . import tasks
 from .model import GPTConfig
 
 EXPERIMENTS = ("A", "B", "C", "D")
-PROFILES = ("paper", "gpu", "cpu", "cpu-next", "quick")
+PROFILES = ("paper", "gpu", "cpu", "quick")
 PREFIX_INITS = ("independent", "consecutive")
 
 
@@ -216,45 +216,10 @@ def cpu_profile() -> Dict[str, Experiment]:
     initialisations per prefix, as in the gpu profile. C and D need depth and width (results/probes): on 2
     layers of width 64 the ↗+1 prefix plateaus near 28 %, on 4 it reached 38.62 % after 2.5M samples and the
     rank-1 LoRA 80.59 % on H; on 4 layers of width 96, ↗+1 reaches 52.3 % after 250k samples and 60.22 %
-    after 1M, the LoRA 95.28 % after 1M. An H prefix stays below 1 % from 250k to 1M (width 64). So ↗+1
-    gets 1M samples, the H prefixes (C's and D's) 250k each. D's LoRA gets 3M samples at a peak lr of 2e-3:
-    at 5e-3 seed 2's stalled (60.16 % after 1M, 5.59 % after 2M; 6.38 % after 1M at 1e-2), at 2e-3 it kept
-    climbing (72.03 % after 1M, 84.25 % after 2M; seed 1 87.34 % after 2M).
-    At width d and L layers the parameter counts match as in the paper: an n_S = 12 prefix and a rank-1 LoRA
-    of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
-    """
-    width_128, four_layers = ModelSpec(1, 4, 128, attn_layernorm=False), ModelSpec(4, 4, 96)
-    return {
-        "A": experiment_a(TINY, pretrain=Phase(300_000, 256, 2e-3, "cosine", 100),
-                          finetune=Phase(150_000, 256, 1e-3, "cosine", 50), prefix=Phase(150_000, 64, 1e-2, "cosine", 20)),
-        "B": experiment_b(width_128, pretrain=Phase(1_200_000, 256, 2e-3, "cosine", 100),
-                          prefix=Phase(64_000, 64, 1e-2, "cosine", 20), restarts=4),
-        "C": experiment_c(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
-                          finetune=Phase(20_000, 256, 1e-3, "cosine", 20),
-                          prefix_mix=Phase(100_000, 64, 1e-2, "cosine", 20),
-                          prefix_new=Phase(1_000_000, 64, 1e-2, "cosine", 20),
-                          prefix_hist=Phase(250_000, 64, 1e-2, "cosine", 20),
-                          lora=Phase(400_000, 64, 5e-3, "cosine", 20)),
-        "D": experiment_d(four_layers, pretrain=Phase(600_000, 256, 1.5e-3, "cosine", 100),
-                          prefix=Phase(250_000, 64, 1e-2, "cosine", 20), lora=Phase(3_000_000, 64, 2e-3, "cosine", 20)),
-    }
-
-
-def cpu_next_profile() -> Dict[str, Experiment]:
-    """The cpu profile with every negative prefix at its best chance (issue #26), being trained: it replaces
-    `cpu` once seeds 0-2 of A-D are committed. Until then its runs are stored under `cpu-next`.
-
-    2-core budgets: far fewer samples; B at width 128, C and D at 4 layers of width 96.
-
-    Every prefix trains in 64-row steps at lr 1e-2 with cosine decay. B pretrains on 1.2M samples (its four
-    tasks each need about as many as A's one: with 300k its ↗ / ↘ prefixes reached 70 / 59 %) and gets 4
-    initialisations per prefix, as in the gpu profile. C and D need depth and width (results/probes): on 2
-    layers of width 64 the ↗+1 prefix plateaus near 28 %, on 4 it reached 38.62 % after 2.5M samples and the
-    rank-1 LoRA 80.59 % on H; on 4 layers of width 96, ↗+1 reaches 52.3 % after 250k samples and 60.22 %
     after 1M, the LoRA 95.28 % after 1M. D's LoRA gets 3M samples at a peak lr of 2e-3: at 5e-3 seed 2's
     stalled (60.16 % after 1M, 5.59 % after 2M; 6.38 % after 1M at 1e-2), at 2e-3 it kept climbing (72.03 %
     after 1M, 84.25 % after 2M; seed 1 87.34 % after 2M).
-    The negative prefixes get at least their rival's samples and a search (issue #26): A's ↘ prefix 150k
+    Every negative prefix gets at least its rival's samples and a search (issue #26): A's ↘ prefix 150k
     (the fine-tuning's), C's H prefix 1M (the ↗+1 prefix's), D's H prefix 3M (the LoRA's); each is screened
     with 4 inits, and on seed 0 also at lr 3e-3 and 3e-2, at 1M samples (A: its full 150k), and the best
     run continues to the full budget. Every trained component records its accuracy at 12 log-spaced points.
@@ -299,8 +264,7 @@ def quick_profile() -> Dict[str, Experiment]:
 
 
 def profile(name: str) -> Dict[str, Experiment]:
-    tables = {"paper": paper_profile, "gpu": gpu_profile, "cpu": cpu_profile, "cpu-next": cpu_next_profile,
-              "quick": quick_profile}
+    tables = {"paper": paper_profile, "gpu": gpu_profile, "cpu": cpu_profile, "quick": quick_profile}
     if name not in tables:
         raise ValueError(f"unknown profile {name!r}; choose from {PROFILES}")
     return tables[name]()
