@@ -3,7 +3,8 @@
     python scripts/copy_profile.py cpu NEW --components pretrained   # a new profile NEW starts from cpu's models
     python scripts/copy_profile.py NEW cpu --results --move          # NEW done: it becomes cpu
 
-(NEW: a profile added to mingpt.profiles for the purpose; issue #26's runs were trained so, as `cpu-next`.)
+(NEW: a profile added to mingpt.profiles for the purpose. Issue #26's runs were trained this way, under the name
+`cpu-next`.)
 
 A profile stores its components under minGPT/checkpoints/<profile>/ with manifest keys and a "profile"
 field that name it; this copies the files, rewrites those (each entry gains "copied_from"; its "command"

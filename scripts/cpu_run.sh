@@ -10,7 +10,7 @@
 #
 #   bash scripts/cpu_run.sh                                   # the default queues below
 #   QUEUE1="C --seeds 1" QUEUE2="D --seeds 1" bash scripts/cpu_run.sh
-#   PROFILE=cpu QUEUE1="A --seeds 0 1 2;D --seeds 0" QUEUE2="" bash scripts/cpu_run.sh
+#   PROFILE=gpu QUEUE1="A --seeds 1 2;D --seeds 1" QUEUE2="" bash scripts/cpu_run.sh   # another profile
 #   bash scripts/cpu_run.sh --help
 set -u
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,14p' "$0" | cut -c3-; exit 0; fi

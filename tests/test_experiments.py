@@ -84,6 +84,7 @@ def test_a_prefix_retrains_when_its_init_seeds_change(tmp_path):
     chosen = torch.load(tmp_path / key, weights_only=True)["chosen"]["sort_desc"]  # what the store kept
     assert [(r["lr"], r["restart"]) for r in screened["prefix_sort_desc"] if r["chosen"]] == \
         [(chosen["lr"], chosen["restart"])]  # the results mark exactly that run of the 3 screened
+    assert before["chosen"] == chosen  # and the manifest names it (its phase holds the profile's lr)
     assert len(screened["prefix_sort_desc"]) == 3
     runner.specs["A"] = replace(runner.specs["A"], prefix_init="consecutive")
     runner.run("A")

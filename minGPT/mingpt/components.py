@@ -206,7 +206,8 @@ class Components:
             del run["state"]
         stored = {"prefixes": {task: prefix.detach().cpu()}, "loss_curves": {task: losses}, "curves": {task: curve},
                   "search": {task: runs}, "chosen": {task: {k: best[k] for k in ("lr", "restart", "init_seed")}}}
-        self.store.save(path, stored, {**meta, "train_time_s": round(seconds, 1)})
+        # the manifest names the run kept: its phase is the profile's, its lr and init may be others
+        self.store.save(path, stored, {**meta, "train_time_s": round(seconds, 1), "chosen": stored["chosen"][task]})
         return stored
 
     def lora(self, spec: Experiment, seed: int, base: GPT, lora: LoRASpec) -> Trained:

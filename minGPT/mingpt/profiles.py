@@ -222,7 +222,9 @@ def cpu_profile() -> Dict[str, Experiment]:
     Every negative prefix gets at least its rival's samples and a search (issue #26): A's ↘ prefix 150k
     (the fine-tuning's), C's H prefix 1M (the ↗+1 prefix's), D's H prefix 3M (the LoRA's); each is screened
     with 4 inits, and on seed 0 also at lr 3e-3 and 3e-2, at 1M samples (A: its full 150k), and the best
-    run continues to the full budget. Every trained component records its accuracy at 12 log-spaced points.
+    run continues to the full budget. Every trained component records its accuracy at 12 log-spaced points
+    (fewer where a run has too few steps; a continued search keeps its screen's too). C's full fine-tuning
+    keeps 20k samples per task, with which it does not learn H; with 1M it does (results/probes).
     At width d and L layers the parameter counts match as in the paper: an n_S = 12 prefix and a rank-1 LoRA
     of MLP + attention output both have 12·d·L parameters, n_S = 10 and MLP-only 10·d·L.
     """

@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional, Tuple
 
 from core.records import ROOT
 
-from . import paper, paper_files, tasks
+from . import paper, paper_files, profiles, tasks
 
 
 def load(profile: str, experiment: str, root: Path = ROOT) -> Optional[dict]:
@@ -97,8 +97,8 @@ GLANCE = (
     GlanceLine("C: prefixes elicit ↗ / ↘ / +1 / +2", "C", tuple((f"prefix_{t}", t) for t in paper.MIX)),
     GlanceLine("C: a prefix learns the composition ↗+1", "C", (("prefix_sort_asc_add1", "sort_asc_add1"),)),
     GlanceLine("C: a prefix cannot learn H", "C", (("prefix_double_hist", "double_hist"),), params=True),
-    GlanceLine("C: full fine-tuning on H (no claim, and no reference at this budget: with 50 times the samples it "
-               "learns H, notebook 03's probes)", "C", (("finetuned_double_hist", "double_hist"),)),
+    GlanceLine("C: full fine-tuning on H (no claim; at the `cpu` profile's 20k samples no reference either: "
+               "1M-sample probes learn H, notebook 03)", "C", (("finetuned_double_hist", "double_hist"),)),
     GlanceLine("C: MLP-only rank-1 LoRA on H, as many parameters as the prefix (ours, not the paper's; not counted "
                "as support)", "C", (("lora_mlp", "double_hist"),), params=True),
     GlanceLine("D: an n_S = 12 prefix cannot learn H", "D", (("prefix_double_hist", "double_hist"),), params=True),
@@ -174,7 +174,8 @@ def _samples(spec: dict, row: str) -> str:
 
 # ------------------------------------------------------------------------------ learning curves
 
-CURVE_PROFILES = ("cpu",)   # the profiles whose experiments record learning curves (Experiment.curve_points)
+# the profiles whose experiments record learning curves (Experiment.curve_points)
+CURVE_PROFILES = tuple(p for p in profiles.PROFILES if any(e.curve_points for e in profiles.profile(p).values()))
 
 
 def seed_curves(data: dict, row: str) -> dict:
