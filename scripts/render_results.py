@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.records import ROOT
 from mingpt.profiles import PROFILES
-from mingpt.report import claims, glance, load, table
+from mingpt.report import claims, glance, load, probes, table
 from mingpt.store import Paths
 from mingpt.tasks import TASK_SYMBOLS
 
@@ -32,7 +32,6 @@ PROFILE_NOTES = {
            "its manifest",
 }
 FIGURES = ROOT / "results" / "figures"
-PROBES = ROOT / "results" / "probes"
 
 
 def section(experiment: str) -> list:
@@ -73,9 +72,9 @@ def training_times(profile: str, experiment: str) -> str:
         f"seed {seed}: {sum(times):,.0f} s" for seed, times in sorted(per_seed.items()))
 
 
-def probes() -> list:
+def probe_section() -> list:
     """One row per budget probe: what trained on which pretrained model, and its accuracy curve."""
-    records = [json.loads(path.read_text()) for path in sorted(PROBES.glob("*.json"))]
+    records = [record for _, record in probes()]
     if not records:
         return []
     lines = ["## Budget probes: accuracy against training samples (`python -m mingpt.probe`)", "",
@@ -105,7 +104,7 @@ def render() -> str:
              "A `gpu` run that is absent or partial did not fit the session's GPU time; see README.", ""]
     for experiment in ("A", "B", "C", "D"):
         lines += section(experiment)
-    lines += probes()
+    lines += probe_section()
     return "\n".join(lines) + "\n"
 
 

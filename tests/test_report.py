@@ -82,3 +82,16 @@ def test_the_glance_shows_each_seed_the_samples_and_how_many_seeds_meet_our_thre
     assert lines["| D: a rank-1 LoRA of MLP + attention output, as many parameters, learns H"].endswith(
         "| 92.38 | ≥ 85 | 96.00 / 80.00 (seeds 0, 1; 250k samples; 4,608 parameters) ✗ 1 of 2 | — |")
     assert lines["| A: a prefix cannot learn ↘"].endswith("| 0.00 | ≤ 2 | — | — |")
+
+
+def test_probes_reads_every_record_in_file_name_order_and_keeps_those_matching_every_field(tmp_path):
+    folder = tmp_path / "results" / "probes"
+    folder.mkdir(parents=True)
+    records = {"b.json": {"method": "finetune", "task": "double_hist", "seed": 1},
+               "a.json": {"method": "finetune", "task": "double_hist", "seed": 0},
+               "c.json": {"method": "prefix", "task": "double_hist", "seed": 0}}
+    for name, record in records.items():
+        (folder / name).write_text(json.dumps(record))
+    assert [name for name, _ in report.probes(tmp_path)] == ["a.json", "b.json", "c.json"]
+    assert report.probes(tmp_path, method="finetune", seed=1) == [("b.json", records["b.json"])]
+    assert report.probes(tmp_path, method="lora") == []

@@ -20,6 +20,13 @@ def load(profile: str, experiment: str, root: Path = ROOT) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def probes(root: Path = ROOT, **match) -> list:
+    """(file name, record) of each budget probe (python -m mingpt.probe, results/probes/) whose fields equal
+    `match`, e.g. probes(method="finetune", task="double_hist"), in file-name order."""
+    records = [(path.name, json.loads(path.read_text())) for path in sorted((root / "results" / "probes").glob("*.json"))]
+    return [(name, r) for name, r in records if all(r[field] == value for field, value in match.items())]
+
+
 def cell(values, paper_value=None) -> str:
     text = f"{values[0]:.2f}" if len(values) == 1 else f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
     return text + (f" ({paper_value:.2f})" if paper_value is not None else "")
@@ -86,7 +93,6 @@ class GlanceLine(NamedTuple):
     params: bool = False   # also show the trained parameters of the (first) row's component
 
 
-
 GLANCE = (
     GlanceLine("A: pretrained on ↗, accuracy on ↗", "A", (("pretrained", "sort_asc"),)),
     GlanceLine("A: full fine-tuning learns ↘", "A", (("finetuned_sort_desc", "sort_desc"),)),
@@ -107,17 +113,17 @@ GLANCE = (
 )
 
 
-def glance(profiles, root: Path = ROOT) -> list:
+def glance(profile_names, root: Path = ROOT) -> list:
     """Markdown lines: the claims of Sections 5-6 (GLANCE), the paper's numbers, this project's thresholds and
     each profile's committed seeds, with the training samples of each component."""
-    lines = ["| claim | paper | our threshold | " + " | ".join(f"`{p}` profile" for p in profiles) + " |",
-             "|---|---|---|" + "---|" * len(profiles)]
+    lines = ["| claim | paper | our threshold | " + " | ".join(f"`{p}` profile" for p in profile_names) + " |",
+             "|---|---|---|" + "---|" * len(profile_names)]
     for line in GLANCE:
         checked = [c for c in paper.CLAIMS if c.experiment == line.experiment and (c.row, c.task) in line.cells]
         reported = [paper.PAPER_ACCURACY.get(line.experiment, {}).get(row, {}).get(task) for row, task in line.cells]
         reported = [max(reported)] if line.highest else reported
         paper_cell = "—" if None in reported else " / ".join(f"{v:.2f}" for v in reported)
-        cells = [_glance_cell(line, checked, load(p, line.experiment, root)) for p in profiles]
+        cells = [_glance_cell(line, checked, load(p, line.experiment, root)) for p in profile_names]
         lines.append(f"| {line.label} | {paper_cell} | {_thresholds(checked, line.highest)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -211,10 +217,10 @@ def trend(samples, accuracy, n_eval: int, share: float = 0.5, z: float = 2.0) ->
     return "still rising" if accuracy[-1] - earlier[-1] > z * error else "flat"
 
 
-def with_curves(experiment: str, profiles=CURVE_PROFILES, root: Path = ROOT):
+def with_curves(experiment: str, profile_names=CURVE_PROFILES, root: Path = ROOT):
     """(profile, results) of the first profile whose results file of `experiment` records learning curves,
     else (None, None)."""
-    for profile in profiles:
+    for profile in profile_names:
         data = load(profile, experiment, root)
         if data and any("curves" in run for run in data["seeds"].values()):
             return profile, data
