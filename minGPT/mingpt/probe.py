@@ -12,8 +12,8 @@ phase for it, with the given samples and peak learning rate: a prefix with the p
 experiment's prefix of that task (else of its last prefix group), starting from that prefix's init
 (with --restart K, from the experiment's init for restart K); a LoRA with the experiment's LoRA phase
 (in the cpu profile: 64-row steps, warm-up 20, cosine decay); full fine-tuning with the experiment's
-fine-tuning phase (every weight trains); --batch-size sets other rows per step. Every samples/--evals training samples it is evaluated on the first --eval-samples test
-inputs; at the end on 3,200. The record goes to results/probes/<name>.json; nothing under
+fine-tuning phase (every weight trains); --batch-size sets other rows per step. Every samples/--evals
+training samples it is evaluated on the first --eval-samples test inputs; at the end on 3,200. The record goes to results/probes/<name>.json; nothing under
 checkpoints changes.
 """
 
